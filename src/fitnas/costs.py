@@ -1,0 +1,73 @@
+"""FLOPs and parameters, counted from a built network by forward hooks.
+
+FLOPs are multiply-accumulates, the NAS convention: a convolution costs
+k*k*c_in/groups per output element, a linear layer in*out per sample, a
+pooling window k*k per output element. Normalisation, activations and
+additions are not counted.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def count_flops(model: nn.Module, input_shape: tuple[int, ...], elementwise: bool = False) -> int:
+    """MACs of one forward pass of a single sample of shape (C, H, W).
+
+    `elementwise=True` adds what NAS-Bench-201's published figures also count:
+    one op per ReLU element, two per affine BatchNorm element (one without
+    affine) and one per element entering the global pool.
+    """
+    total = 0
+
+    def per_element(factor_of):
+        def hook(module: nn.Module, inputs, _output) -> None:
+            nonlocal total
+            total += factor_of(module) * inputs[0][0].numel()
+
+        return hook
+
+    def conv(module: nn.Conv2d, _inputs, output: torch.Tensor) -> None:
+        nonlocal total
+        kh, kw = module.kernel_size
+        total += kh * kw * module.in_channels // module.groups * output[0].numel()
+
+    def linear(module: nn.Linear, _inputs, output: torch.Tensor) -> None:
+        nonlocal total
+        total += module.in_features * module.out_features
+
+    def pool(module: nn.AvgPool2d, _inputs, output: torch.Tensor) -> None:
+        nonlocal total
+        k = module.kernel_size
+        kh, kw = (k, k) if isinstance(k, int) else k
+        total += kh * kw * output[0].numel()
+
+    hooks = []
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            hooks.append(module.register_forward_hook(conv))
+        elif isinstance(module, nn.Linear):
+            hooks.append(module.register_forward_hook(linear))
+        elif isinstance(module, (nn.AvgPool2d, nn.MaxPool2d)):
+            hooks.append(module.register_forward_hook(pool))
+        elif elementwise and isinstance(module, nn.ReLU):
+            hooks.append(module.register_forward_hook(per_element(lambda m: 1)))
+        elif elementwise and isinstance(module, nn.BatchNorm2d):
+            hooks.append(module.register_forward_hook(per_element(lambda m: 2 if m.affine else 1)))
+        elif elementwise and isinstance(module, nn.AdaptiveAvgPool2d):
+            hooks.append(module.register_forward_hook(per_element(lambda m: 1)))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    return total
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,96 @@
+"""Stage 4: fit the graph network on the supernet scores; predict every distinct network (the lookup table)."""
+
+import time
+
+import numpy as np
+import pandas as pd
+
+from fitnas import config, plots, spaces
+from fitnas.metrics import ranking_report
+from fitnas.pipeline import HOLDOUT, LOOKUP, METRICS, PLOTS, SAMPLES, final_costs, friendly_errors, read_samples, write_json
+from fitnas.predictors import make_predictor
+from fitnas.tracking import stage_run
+from fitnas.train import seed_everything
+
+
+@friendly_errors
+def main(params_path: str = "params.yaml") -> None:
+    p = config.load(params_path)
+    cfg = p.predictor
+    seed_everything(p.seed)
+    space = spaces.get(p.space.name)
+    samples = read_samples(SAMPLES, space)
+    archs = [space.parse(s) for s in samples.arch]
+    y = samples.supernet_acc.to_numpy()
+    costs = final_costs(p, space)
+
+    def make(kind: str):
+        options: dict = {} if kind == "params" else {"seed": p.seed}
+        if kind == "gcn":
+            options |= dict(hidden=cfg.hidden, layers=cfg.layers, epochs=cfg.epochs, ensemble=cfg.ensemble)
+        return make_predictor(kind, space, costs.params, **options)
+
+    rng = np.random.default_rng(p.seed)
+    order = rng.permutation(len(archs))
+    n_test = max(2, int(round(cfg.holdout * len(archs))))
+    test_idx, train_idx = order[:n_test], order[n_test:]
+    fit_archs, fit_y = [archs[i] for i in train_idx], y[train_idx]
+    test_archs, test_y = [archs[i] for i in test_idx], y[test_idx]
+
+    holdout = pd.DataFrame({"arch": samples.arch.to_numpy()[test_idx], "measured_acc": test_y})
+    report: dict[str, dict] = {}
+    seconds: dict[str, float] = {}
+    for kind in [cfg.kind] + [b for b in cfg.baselines if b != cfg.kind]:
+        start = time.time()
+        predictor = make(kind).fit(fit_archs, fit_y)
+        holdout[f"pred_{kind}"] = predictor.query(test_archs)
+        seconds[kind] = time.time() - start
+        report[kind] = ranking_report(holdout[f"pred_{kind}"].to_numpy(), test_y)
+        print(f"fit: {kind:6s} held-out Kendall tau {report[kind]['kendall_tau']:.3f}  ({seconds[kind]:.1f}s)", flush=True)
+
+    # The lookup table comes from the chosen predictor refitted on every sample.
+    start = time.time()
+    predictor = make(cfg.kind).fit(archs, y)
+    table = _lookup_table(space, predictor, costs, samples)
+    refit_seconds = time.time() - start
+    LOOKUP.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(LOOKUP, index=False)
+    holdout.to_csv(HOLDOUT, index=False)
+    metrics = {
+        "predictor": cfg.kind,
+        "n_fit": len(fit_archs),
+        "n_holdout": len(test_archs),
+        "lookup_rows": len(table),
+        "lookup_seconds": refit_seconds,
+        **{f"{kind}.{k}": v for kind, r in report.items() for k, v in r.items() if k != "n"},
+        **{f"{kind}.fit_seconds": s for kind, s in seconds.items()},
+    }
+    write_json(METRICS / "fit.json", metrics)
+    scatter = plots.predicted_vs_measured(holdout, report, PLOTS / "fit_scatter.png")
+    with stage_run("fit", p, params_path) as run:
+        run.log_params({f"predictor.{k}": v for k, v in cfg.model_dump().items()})
+        run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        run.log_metrics({f"fit.{cfg.kind}.kendall_tau": report[cfg.kind]["kendall_tau"]}, to_parent=True)
+        run.log_artifact(scatter)
+        run.log_artifact(LOOKUP)
+
+
+def _lookup_table(space, predictor, costs, samples: pd.DataFrame) -> pd.DataFrame:
+    archs = list(space.distinct())
+    sizes = space.class_sizes()
+    measured = dict(zip(samples.arch, samples.supernet_acc))
+    names = [space.to_str(a) for a in archs]
+    return pd.DataFrame(
+        {
+            "arch": names,
+            "predicted_acc": predictor.query(archs),
+            "flops_M": [round(costs.flops(a), 6) for a in archs],
+            "params_M": [round(costs.params(a), 6) for a in archs],
+            "cells": [sizes[a] for a in archs],  # how many of the space's cells are this network
+            "supernet_acc": [measured.get(n, np.nan) for n in names],
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()

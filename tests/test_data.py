@@ -1,0 +1,431 @@
+"""Tests of the dataset layer on small synthetic IDX files (no real data needed)."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import http.server
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fitnas import data as d
+
+N_TRAIN, N_TEST = 60, 20
+
+
+def _fake_arrays(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        d.TRAIN_IMAGES: rng.integers(0, 256, (N_TRAIN, 28, 28), dtype=np.uint8),
+        d.TRAIN_LABELS: np.arange(N_TRAIN, dtype=np.uint8) % 10,
+        d.TEST_IMAGES: rng.integers(0, 256, (N_TEST, 28, 28), dtype=np.uint8),
+        d.TEST_LABELS: np.arange(N_TEST, dtype=np.uint8) % 10,
+    }
+
+
+def make_dataset(folder: Path, gz: bool = True, names=d.FILE_NAMES) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = _fake_arrays()
+    for name in names:
+        d.write_idx(folder / (f"{name}.gz" if gz else name), arrays[name])
+    return folder
+
+
+def md5s(folder: Path) -> dict[str, str]:
+    return {
+        name: hashlib.md5((folder / f"{name}.gz").read_bytes()).hexdigest()
+        for name in d.FILE_NAMES
+    }
+
+
+@pytest.fixture
+def empty(tmp_path: Path) -> Path:
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    return folder
+
+
+# --------------------------------------------------------------------------
+# IDX
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_idx_round_trip(tmp_path: Path, suffix: str) -> None:
+    array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    path = tmp_path / f"x-idx3-ubyte{suffix}"
+    d.write_idx(path, array)
+    back = d.read_idx(path)
+    assert back.dtype == np.uint8
+    np.testing.assert_array_equal(back, array)
+    back[0, 0, 0] = 7  # the returned array owns writable memory
+
+
+def test_idx_header_is_standard(tmp_path: Path) -> None:
+    path = tmp_path / "labels"
+    d.write_idx(path, np.array([1, 2, 3], dtype=np.uint8))
+    assert path.read_bytes() == bytes([0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 3])
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_truncated_idx_names_file(tmp_path: Path, gz: bool) -> None:
+    payload = bytes([0, 0, 8, 1, 0, 0, 0, 10]) + bytes(5)  # header says 10, has 5
+    path = tmp_path / ("short.gz" if gz else "short")
+    path.write_bytes(gzip.compress(payload) if gz else payload)
+    with pytest.raises(d.DataError, match="truncated") as info:
+        d.read_idx(path)
+    assert str(path) in str(info.value)
+
+
+def test_cut_gzip_names_file(tmp_path: Path) -> None:
+    path = tmp_path / "cut.gz"
+    blob = gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 100]) + bytes(100))
+    path.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(d.DataError) as info:
+        d.read_idx(path)
+    assert str(path) in str(info.value)
+
+
+def test_wrong_magic_names_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad"
+    path.write_bytes(b"\x1f\x8b\x08\x01" + bytes(12))
+    with pytest.raises(d.DataError, match="magic") as info:
+        d.read_idx(path)
+    assert str(path) in str(info.value)
+
+
+def test_wrong_dtype_and_trailing_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "floats"
+    path.write_bytes(bytes([0, 0, 0x0D, 1, 0, 0, 0, 1]) + bytes(4))
+    with pytest.raises(d.DataError, match="0x0d"):
+        d.read_idx(path)
+    path.write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 1]) + bytes(3))
+    with pytest.raises(d.DataError, match="unexpected bytes"):
+        d.read_idx(path)
+
+
+def test_read_idx_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(d.DataError, match="not found"):
+        d.read_idx(tmp_path / "nope.gz")
+
+
+# --------------------------------------------------------------------------
+# find_dataset
+
+
+def test_root_comes_first(tmp_path: Path) -> None:
+    root = make_dataset(tmp_path / "root", gz=False)
+    system = make_dataset(tmp_path / "system")
+    found = d.find_dataset(str(root), tmp_path / "dl", system_dir=system, base_url="file:///nope/")
+    assert found == root
+
+
+def test_system_dir_before_download_dir(tmp_path: Path) -> None:
+    system = make_dataset(tmp_path / "system")
+    downloads = make_dataset(tmp_path / "dl")
+    assert d.find_dataset(None, downloads, system_dir=system) == system
+
+
+def test_download_dir_before_download(tmp_path: Path, empty: Path) -> None:
+    downloads = make_dataset(tmp_path / "dl")
+    found = d.find_dataset(None, downloads, system_dir=empty, base_url="file:///nope/")
+    assert found == downloads
+
+
+def test_incomplete_system_dir_is_skipped(tmp_path: Path) -> None:
+    system = make_dataset(tmp_path / "system", names=d.FILE_NAMES[:2])
+    downloads = make_dataset(tmp_path / "dl")
+    assert d.find_dataset(None, downloads, system_dir=system) == downloads
+
+
+def test_explicit_root_incomplete_lists_missing(tmp_path: Path) -> None:
+    root = make_dataset(tmp_path / "root", names=[d.TRAIN_IMAGES, d.TEST_LABELS])
+    system = make_dataset(tmp_path / "system")
+    with pytest.raises(d.DataError) as info:
+        d.find_dataset(str(root), tmp_path / "dl", system_dir=system)
+    message = str(info.value)
+    assert str(root) in message
+    listed = message.split("lacks ", 1)[1].split(" (", 1)[0]
+    assert listed.split(", ") == [d.TRAIN_LABELS, d.TEST_IMAGES]
+
+
+def test_explicit_root_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(d.DataError, match="not a folder"):
+        d.find_dataset(str(tmp_path / "absent"), tmp_path / "dl", system_dir=tmp_path)
+
+
+def test_download_from_file_url(tmp_path: Path, empty: Path) -> None:
+    source = make_dataset(tmp_path / "mirror")
+    downloads = tmp_path / "dl"
+    found = d.find_dataset(
+        None, downloads, system_dir=empty,
+        base_url=source.as_uri() + "/", checksums=md5s(source),
+    )
+    assert found == downloads
+    assert sorted(p.name for p in downloads.iterdir()) == sorted(
+        f"{n}.gz" for n in d.FILE_NAMES
+    )
+    train_x, *_ = d.load_fashion_mnist(found)
+    assert train_x.shape == (N_TRAIN, 28, 28)
+
+
+@pytest.fixture
+def http_mirror(tmp_path: Path):
+    source = make_dataset(tmp_path / "mirror")
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(source)
+    )
+    handler.log_message = lambda *args: None  # keep pytest output clean
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", md5s(source)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_download_from_http_server(tmp_path: Path, empty: Path, http_mirror) -> None:
+    url, checksums = http_mirror
+    downloads = tmp_path / "dl"
+    found = d.find_dataset(None, downloads, system_dir=empty, base_url=url, checksums=checksums)
+    assert found == downloads
+    assert d.missing_files(downloads) == []
+
+
+def test_download_only_fetches_missing(tmp_path: Path, empty: Path) -> None:
+    source = make_dataset(tmp_path / "mirror")
+    downloads = make_dataset(tmp_path / "dl", names=[d.TRAIN_IMAGES])
+    before = (downloads / f"{d.TRAIN_IMAGES}.gz").stat().st_mtime_ns
+    checksums = {**md5s(source), d.TRAIN_IMAGES: "0" * 32}  # would fail if fetched
+    d.find_dataset(None, downloads, system_dir=empty, base_url=source.as_uri(), checksums=checksums)
+    assert (downloads / f"{d.TRAIN_IMAGES}.gz").stat().st_mtime_ns == before
+    assert d.missing_files(downloads) == []
+
+
+def test_checksum_mismatch_leaves_no_file(tmp_path: Path, empty: Path) -> None:
+    source = make_dataset(tmp_path / "mirror")
+    downloads = tmp_path / "dl"
+    checksums = {**md5s(source), d.TRAIN_LABELS: "0" * 32}
+    with pytest.raises(d.DataError, match="checksum mismatch"):
+        d.find_dataset(
+            None, downloads, system_dir=empty,
+            base_url=source.as_uri() + "/", checksums=checksums,
+        )
+    names = [p.name for p in downloads.iterdir()]
+    assert f"{d.TRAIN_LABELS}.gz" not in names
+    assert not any(name.endswith(".part") for name in names)
+
+
+def test_checksum_mismatch_direct(tmp_path: Path) -> None:
+    source = make_dataset(tmp_path / "mirror")
+    with pytest.raises(d.DataError, match="checksum mismatch"):
+        d.download_fashion_mnist(tmp_path / "dl", source.as_uri(), {n: "x" for n in d.FILE_NAMES})
+    assert list((tmp_path / "dl").iterdir()) == []
+
+
+def test_all_ways_failing_names_three_fixes(tmp_path: Path, empty: Path) -> None:
+    url = (tmp_path / "no-mirror").as_uri() + "/"
+    with pytest.raises(d.DataError) as info:
+        d.find_dataset(None, tmp_path / "dl", system_dir=empty, base_url=url)
+    message = str(info.value)
+    assert "data.root" in message
+    assert "apt-get install dataset-fashion-mnist" in message
+    assert url in message and "failed:" in message
+    for name in d.FILE_NAMES:
+        assert name in message
+
+
+def test_unreachable_server_fails_fast(tmp_path: Path, empty: Path) -> None:
+    # Port 9 on localhost: nothing listens, so the connection is refused at once.
+    with pytest.raises(d.DataError, match="failed:"):
+        d.find_dataset(None, tmp_path / "dl", system_dir=empty,
+                       base_url="http://127.0.0.1:9/", timeout=2)
+
+
+# --------------------------------------------------------------------------
+# Loading and splitting
+
+
+def test_load_fashion_mnist_shapes(tmp_path: Path) -> None:
+    folder = make_dataset(tmp_path / "ds", gz=False)
+    train_x, train_y, test_x, test_y = d.load_fashion_mnist(folder)
+    assert train_x.shape == (N_TRAIN, 28, 28) and train_y.shape == (N_TRAIN,)
+    assert test_x.shape == (N_TEST, 28, 28) and test_y.shape == (N_TEST,)
+    assert all(a.dtype == np.uint8 for a in (train_x, train_y, test_x, test_y))
+
+
+def test_load_rejects_count_mismatch_and_bad_labels(tmp_path: Path) -> None:
+    folder = make_dataset(tmp_path / "ds")
+    d.write_idx(folder / f"{d.TEST_LABELS}.gz", np.zeros(N_TEST - 1, dtype=np.uint8))
+    with pytest.raises(d.DataError, match="labels"):
+        d.load_fashion_mnist(folder)
+    d.write_idx(folder / f"{d.TEST_LABELS}.gz", np.full(N_TEST, 10, dtype=np.uint8))
+    with pytest.raises(d.DataError, match="outside 0..9"):
+        d.load_fashion_mnist(folder)
+
+
+def test_split_train_val() -> None:
+    x = np.arange(100, dtype=np.uint8)[:, None, None].repeat(28, 1).repeat(28, 2)
+    y = np.arange(100) % 10
+    tx, ty, vx, vy = d.split_train_val(x, y, 20, seed=3)
+    assert len(tx) == len(ty) == 80 and len(vx) == len(vy) == 20
+    train_ids, val_ids = set(tx[:, 0, 0]), set(vx[:, 0, 0])
+    assert train_ids.isdisjoint(val_ids) and len(train_ids | val_ids) == 100
+    np.testing.assert_array_equal(vy, vx[:, 0, 0] % 10)  # images stay with labels
+    assert np.bincount(vy, minlength=10).tolist() == [2] * 10  # class-balanced
+
+    again = d.split_train_val(x, y, 20, seed=3)
+    np.testing.assert_array_equal(again[2], vx)
+    other = d.split_train_val(x, y, 20, seed=4)
+    assert not np.array_equal(other[2], vx)
+
+
+@pytest.mark.parametrize("val_size", [0, -1, 100, 101])
+def test_split_rejects_bad_val_size(val_size: int) -> None:
+    x = np.zeros((100, 28, 28), dtype=np.uint8)
+    with pytest.raises(d.DataError, match="val_size"):
+        d.split_train_val(x, np.zeros(100, dtype=np.uint8), val_size, seed=0)
+
+
+# --------------------------------------------------------------------------
+# Stored splits
+
+
+def _split(n: int = 50, seed: int = 0) -> d.Split:
+    rng = np.random.default_rng(seed)
+    images = torch.from_numpy(rng.integers(0, 256, (n, 1, 28, 28), dtype=np.uint8))
+    labels = torch.arange(n, dtype=torch.int64) % 10
+    return d.Split(images, labels, list(d.FASHION_MNIST_CLASSES))
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    x = np.random.default_rng(0).integers(0, 256, (30, 28, 28), dtype=np.uint8)
+    y = np.arange(30, dtype=np.uint8) % 10
+    path = tmp_path / "prepared" / "train.pt"
+    d.save_split(path, x, y, d.FASHION_MNIST_CLASSES)
+    split = d.load_split(path)
+    assert split.images.dtype == torch.uint8 and split.images.shape == (30, 1, 28, 28)
+    assert split.labels.dtype == torch.int64 and split.labels.shape == (30,)
+    assert split.classes == d.FASHION_MNIST_CLASSES
+    assert len(split) == 30
+    np.testing.assert_array_equal(split.images[:, 0].numpy(), x)
+    np.testing.assert_array_equal(split.labels.numpy(), y)
+    assert [p.name for p in path.parent.iterdir()] == ["train.pt"]
+
+
+def test_load_split_missing_or_corrupt(tmp_path: Path) -> None:
+    with pytest.raises(d.DataError, match="dvc repro prepare"):
+        d.load_split(tmp_path / "absent.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a torch file")
+    with pytest.raises(d.DataError, match="dvc repro prepare"):
+        d.load_split(corrupt)
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"images": torch.zeros(3)}, wrong)
+    with pytest.raises(d.DataError, match="dvc repro prepare"):
+        d.load_split(wrong)
+
+
+def test_subset() -> None:
+    split = _split(100)
+    small = d.subset(split, 30, seed=1)
+    assert len(small) == 30 and small.images.shape == (30, 1, 28, 28)
+    assert torch.bincount(small.labels, minlength=10).tolist() == [3] * 10
+    assert torch.equal(d.subset(split, 30, seed=1).images, small.images)
+    assert not torch.equal(d.subset(split, 30, seed=2).images, small.images)
+    assert d.subset(split, 1000, seed=1) is split
+    with pytest.raises(d.DataError):
+        d.subset(split, 0, seed=1)
+
+
+# --------------------------------------------------------------------------
+# Batches
+
+
+def test_batches_shapes_dtype_normalisation() -> None:
+    split = _split(50)
+    batches = d.loader(split, batch_size=16, shuffle=False, seed=0, device="cpu")
+    assert len(batches) == 4
+    items = list(batches)
+    assert [len(x) for x, _ in items] == [16, 16, 16, 2]
+    x, y = items[0]
+    assert x.dtype == torch.float32 and x.shape == (16, 1, 28, 28)
+    assert y.dtype == torch.int64 and y.shape == (16,)
+    expected = (split.images[:16].float() / 255 - 0.2860) / 0.3530
+    torch.testing.assert_close(x, expected)
+    assert torch.equal(y, split.labels[:16])
+
+
+def test_batches_cover_every_sample_once() -> None:
+    split = _split(50)
+    ys = torch.cat([y for _, y in d.loader(split, 16, shuffle=True, seed=0)])
+    assert sorted(ys.tolist()) == sorted(split.labels.tolist())
+
+
+def test_batches_deterministic_and_vary_by_epoch() -> None:
+    split = _split(64)
+
+    def epochs(seed: int, augment: bool) -> list[torch.Tensor]:
+        batches = d.loader(split, 16, shuffle=True, seed=seed, augment=augment)
+        return [torch.cat([x for x, _ in batches]) for _ in range(2)]
+
+    for augment in (False, True):
+        a, b = epochs(0, augment), epochs(0, augment)
+        assert all(torch.equal(p, q) for p, q in zip(a, b))
+        assert not torch.equal(a[0], a[1])  # a new order each epoch
+        assert not torch.equal(a[0], epochs(1, augment)[0])
+
+
+def test_set_epoch_replays() -> None:
+    batches = d.loader(_split(64), 16, shuffle=True, seed=0, augment=True)
+    first = [x for x, _ in batches]
+    second = [x for x, _ in batches]
+    batches.set_epoch(1)
+    assert all(torch.equal(p, q) for p, q in zip(second, [x for x, _ in batches]))
+    assert not all(torch.equal(p, q) for p, q in zip(first, second))
+
+
+def test_augment_keeps_shape_and_is_flip_or_crop() -> None:
+    split = _split(64)
+    batches = d.loader(split, 64, shuffle=False, seed=0, augment=True)
+    (x, y), = list(batches)
+    assert x.shape == (64, 1, 28, 28) and x.dtype == torch.float32
+    assert torch.equal(y, split.labels)
+    clean = d.normalise(split.images)
+    fill = (0 - 0.2860) / 0.3530
+    padded = torch.nn.functional.pad(clean, (2, 2, 2, 2), value=fill)
+    # Every augmented image is one of the 2 x 25 flipped/shifted windows.
+    for i in range(64):
+        candidates = [
+            img[:, dy : dy + 28, dx : dx + 28]
+            for img in (padded[i], padded[i].flip(2))
+            for dy in range(5)
+            for dx in range(5)
+        ]
+        assert any(torch.equal(x[i], c) for c in candidates)
+    assert not torch.equal(x, clean)
+
+
+def test_drop_last() -> None:
+    batches = d.Batches(_split(50), 16, shuffle=True, seed=0, drop_last=True)
+    assert len(batches) == 3 and [len(y) for _, y in batches] == [16, 16, 16]
+
+
+# --------------------------------------------------------------------------
+# The real files, where the Debian package is installed
+
+
+@pytest.mark.skipif(not d.DEBIAN_DIR.is_dir(), reason="dataset-fashion-mnist not installed")
+def test_real_fashion_mnist() -> None:
+    folder = d.find_dataset(None, Path("/nonexistent-download-dir"))
+    assert folder == d.DEBIAN_DIR
+    train_x, train_y, test_x, test_y = d.load_fashion_mnist(folder)
+    assert train_x.shape == (60000, 28, 28) and train_y.shape == (60000,)
+    assert test_x.shape == (10000, 28, 28) and test_y.shape == (10000,)
+    assert np.bincount(train_y).tolist() == [6000] * 10
