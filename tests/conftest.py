@@ -1,0 +1,79 @@
+"""Shared fixtures: a tiny configuration and a throw-away copy of the project as its own git + DVC repo."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from fitnas import data
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Small subsets, one epoch, few samples: the whole pipeline in about two minutes on 2 CPU cores.
+TINY = {
+    "data": {"val_size": 600, "train_limit": 1500, "test_limit": 500},
+    "supernet": {"channels": 4, "epochs": 1, "batch_size": 128},
+    "sample": {"n": 30, "bn_batches": 2, "bn_batch_size": 128, "val_limit": 300},
+    "predictor": {"epochs": 40, "ensemble": 1, "hidden": 32},
+    "final": {"channels": 8},
+    "retrain": {"epochs": 1, "batch_size": 128},
+}
+
+
+def merged(base: dict, patch: dict) -> dict:
+    out = dict(base)
+    for key, value in patch.items():
+        out[key] = merged(base.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def write_synthetic_fashion_mnist(folder: Path, n_train: int = 3000, n_test: int = 600) -> Path:
+    """IDX files of random class-dependent blobs, for machines without the real dataset."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+        for k in range(10):  # a bright square whose position tells the class
+            rows = labels == k
+            images[rows, 2 + 2 * k : 8 + 2 * k, 4:10] = 220
+        data.write_idx(folder / f"{prefix}-images-idx3-ubyte", images)
+        data.write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels)
+    return folder
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # `python` in dvc.yaml
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1500)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory) -> Path:
+    """A copy of the project (code, dvc.yaml, tiny params) in a fresh git + DVC repository."""
+    project = tmp_path_factory.mktemp("project")
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(ROOT / name, project / name)
+    for name in ("stages", "src"):
+        shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    params = merged(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
+    if not Path(data.DEBIAN_DIR).is_dir():
+        params["data"]["root"] = str(write_synthetic_fashion_mnist(project.parent / "fmnist"))
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q", "-b", "main"], project)
+    run([sys.executable, "-m", "dvc", "init", "-q"], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "tiny project"], project)
+    return project

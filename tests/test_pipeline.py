@@ -1,0 +1,126 @@
+"""End to end: `dvc repro` of the tiny configuration, MLflow's grouped runs, and a budget experiment."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import run
+
+pytestmark = pytest.mark.slow
+
+STAGES = {"prepare", "supernet", "sample", "fit", "search", "retrain"}
+
+
+def ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '(\w+)'", output))
+
+
+@pytest.fixture(scope="module")
+def reproduced(tiny_project):
+    result = run([sys.executable, "-m", "dvc", "repro"], tiny_project)
+    run(["git", "add", "-A"], tiny_project)
+    run(["git", "commit", "-qm", "baseline"], tiny_project)
+    return tiny_project, result.stdout
+
+
+def test_repro_runs_every_stage_and_writes_every_output(reproduced):
+    project, output = reproduced
+    assert ran_stages(output) == STAGES
+    for path in [
+        "data/prepared/train.pt", "data/prepared/val.pt", "data/prepared/test.pt",
+        "models/supernet.pt", "models/final.pt",
+        "results/samples.csv", "results/lookup.csv", "results/fit_holdout.csv",
+        "results/choice.json", "results/topk.csv", "results/pareto.csv",
+        "metrics/supernet_history.csv", "metrics/retrain_history.csv",
+        "plots/supernet_curves.png", "plots/fit_scatter.png", "plots/pareto.png", "plots/retrain_curves.png",
+    ]:
+        assert (project / path).is_file(), path
+
+    samples = pd.read_csv(project / "results/samples.csv")
+    assert len(samples) == 30 and samples.arch.is_unique
+    assert set(samples.columns) >= {"arch", "supernet_acc", "supernet_loss", "flops_M", "params_M"}
+
+    lookup = pd.read_csv(project / "results/lookup.csv")
+    from fitnas.spaces import nb201
+
+    assert len(lookup) == len(nb201.distinct()) and lookup.cells.sum() == 15625
+
+    fit = json.loads((project / "metrics/fit.json").read_text())
+    for kind in ("gcn", "mlp", "rf", "params"):
+        for metric in ("kendall_tau", "spearman_rho", "precision_top10"):
+            assert -1.0 <= fit[f"{kind}.{metric}"] <= 1.0
+
+    final = json.loads((project / "metrics/final.json").read_text())
+    assert final.keys() >= {"test_acc", "flops_M", "params_M", "arch"}
+    assert 0.0 <= final["test_acc"] <= 1.0
+    choice = json.loads((project / "results/choice.json").read_text())
+    assert final["arch"] == choice["arch"]
+    assert final["flops_M"] == pytest.approx(choice["flops_M"], rel=1e-6)  # table costs = built network
+
+    status = run([sys.executable, "-m", "dvc", "status"], project)
+    assert "up to date" in status.stdout
+
+
+def test_mlflow_groups_the_stages_under_one_parent(reproduced):
+    project, _ = reproduced
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("fitnas")
+    parents = client.search_runs([experiment.experiment_id], "tags.`fitnas.role` = 'parent'")
+    assert len(parents) == 1
+    parent = parents[0]
+    children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert {c.data.tags["fitnas.stage"] for c in children} == STAGES
+    assert "test_acc" in parent.data.metrics and parent.data.params["supernet.epochs"] == "1"
+    retrain = next(c for c in children if c.data.tags["fitnas.stage"] == "retrain")
+    assert {"train_loss", "val_acc", "test_acc"} <= set(retrain.data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(retrain.info.run_id)}
+    assert {"final.pt", "retrain_curves.png"} <= artifacts
+
+
+def test_budget_experiment_reruns_only_search_and_retrain(reproduced):
+    project, _ = reproduced
+    lookup = pd.read_csv(project / "results/lookup.csv")
+    before = json.loads((project / "results/choice.json").read_text())
+    budget = round((float(lookup.flops_M.min()) + before["flops_M"]) / 2, 3)
+    assert lookup.flops_M.min() <= budget < before["flops_M"], "the tiny run chose the cheapest network"
+
+    result = run([sys.executable, "-m", "dvc", "exp", "run", "-S", f"budget.flops={budget}"], project)
+    assert ran_stages(result.stdout) == {"search", "retrain"}
+    after = json.loads((project / "results/choice.json").read_text())
+    assert after["arch"] != before["arch"] and after["flops_M"] <= budget
+    final = json.loads((project / "metrics/final.json").read_text())
+    assert final["flops_M"] <= budget and final["budget_flops"] == budget
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("fitnas")
+    parents = client.search_runs([experiment.experiment_id], "tags.`fitnas.role` = 'parent'", order_by=["attributes.start_time DESC"])
+    assert len(parents) == 2
+    newest = parents[0]
+    assert newest.data.params["budget.flops"] == str(budget)
+    children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{newest.info.run_id}'")
+    assert {c.data.tags["fitnas.stage"] for c in children} == {"search", "retrain"}
+
+
+def test_impossible_budget_fails_cleanly_and_keeps_outputs(reproduced):
+    project, _ = reproduced
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["budget"]["flops"] = 0.001
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        result = run([sys.executable, "stages/search.py"], project, check=False)
+    finally:
+        run(["git", "checkout", "params.yaml"], project)
+    assert result.returncode == 1
+    assert "no architecture meets the budget" in result.stderr and "Traceback" not in result.stderr
+    assert "smallest available" in result.stderr
+    assert (project / "results/lookup.csv").is_file()
