@@ -1,0 +1,13 @@
+# The two commands of the README. Both set the machine up first (idempotent).
+VENV ?= .venv
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: setup repro test bench
+setup:
+	bash scripts/setup.sh
+
+repro: setup       ## the whole pipeline on the embedded default (Fashion-MNIST, NAS-Bench-201 space)
+	dvc repro
+
+test: setup        ## the test suite, the end-to-end pipeline on a tiny configuration included
+	python -m pytest -q
