@@ -1,0 +1,83 @@
+import random
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from fitnas.cli import app
+from fitnas.spaces import nb201
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def table(tmp_path):
+    """A lookup table over the real distinct networks with made-up predictions."""
+    archs = nb201.distinct()
+    costs = nb201.cost_model(nb201.NetworkShape(8, 1, 1, 10), 28)
+    rng = random.Random(0)
+    frame = pd.DataFrame(
+        {
+            "arch": [nb201.to_str(a) for a in archs],
+            "predicted_acc": [0.5 + 0.4 * rng.random() for _ in archs],
+            "flops_M": [round(costs.flops(a), 6) for a in archs],
+            "params_M": [round(costs.params(a), 6) for a in archs],
+        }
+    )
+    path = tmp_path / "lookup.csv"
+    frame.to_csv(path, index=False)
+    return path, frame
+
+
+def test_lookup_answers_several_budgets(table):
+    path, frame = table
+    result = runner.invoke(app, ["lookup", "--flops", "5", "--flops", "8", "--params", "0.05", "--top", "3", "--table", str(path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("budget:") == 2
+    lines = [line for line in result.output.splitlines() if line.strip()[:1].isdigit()]
+    assert len(lines) == 6
+    for line in lines:
+        _, _, flops, params, _ = line.split()
+        assert float(params) <= 0.05
+    feasible = frame[(frame.flops_M <= 8) & (frame.params_M <= 0.05)]
+    assert f"{feasible.predicted_acc.max():.4f}" in result.output
+
+
+def test_lookup_impossible_budget_is_a_clean_error(table):
+    path, _ = table
+    result = runner.invoke(app, ["lookup", "--flops", "0.01", "--table", str(path)])
+    assert result.exit_code == 1
+    assert "no architecture meets the budget" in result.output and "smallest available" in result.output
+
+
+def test_lookup_without_a_table_says_how_to_make_one(tmp_path):
+    result = runner.invoke(app, ["lookup", "--table", str(tmp_path / "missing.csv")])
+    assert result.exit_code == 1 and "dvc repro fit" in result.output
+
+
+def test_describe_reports_costs_and_prediction_of_the_canonical_form(table):
+    path, frame = table
+    # node 1 <- input by conv, node 2 unused dead branch: same network as its canonical form
+    text = "|nor_conv_3x3~0|+|avg_pool_3x3~0|none~1|+|none~0|nor_conv_3x3~1|none~2|"
+    canonical = nb201.to_str(nb201.canonical(nb201.parse(text)))
+    assert canonical != text
+    result = runner.invoke(app, ["describe", text, "--table", str(path)])
+    assert result.exit_code == 0, result.output
+    row = frame[frame.arch == canonical].iloc[0]
+    assert f"{row.flops_M:.3f} M" in result.output and f"{row.predicted_acc:.4f}" in result.output
+    assert canonical in result.output
+
+
+def test_describe_malformed_arch_shows_the_expected_form(table):
+    path, _ = table
+    result = runner.invoke(app, ["describe", "|conv~0|+|oops|", "--table", str(path)])
+    assert result.exit_code == 1
+    assert "expected: |op~0|+|op~0|op~1|+|op~0|op~1|op~2|" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_help_lists_stages_and_queries():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for name in ("prepare", "supernet", "sample", "fit", "search", "retrain", "lookup", "describe"):
+        assert name in result.output
