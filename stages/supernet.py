@@ -8,7 +8,15 @@ import pandas as pd
 from fitnas import config, data, plots, spaces
 from fitnas.pipeline import METRICS, PLOTS, SUPERNET, TRAIN, VAL, friendly_errors, write_json
 from fitnas.tracking import stage_run
-from fitnas.train import evaluate, pick_device, save_atomic, seed_everything, sgd_one_cycle, train_epoch
+from fitnas.train import (
+    evaluate,
+    pick_device,
+    recalibrate_batchnorm,
+    save_atomic,
+    seed_everything,
+    sgd_one_cycle,
+    train_epoch,
+)
 
 
 @friendly_errors
@@ -25,6 +33,9 @@ def main(params_path: str = "params.yaml") -> None:
     val_batches = data.Batches(data.subset(val, 2000, p.seed), 500, shuffle=False, seed=p.seed, device=device)
     optimizer, scheduler = sgd_one_cycle(net, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.epochs * len(batches))
     path_rng = random.Random(p.seed)
+    # A few fixed networks followed through training: how well sub-networks inherit weights.
+    probes = space.sample(3, random.Random(p.seed + 3))
+    calibration = data.Batches(train, cfg.batch_size, shuffle=True, seed=p.seed + 1, device=device)
 
     def sample_path() -> None:
         # A fresh uniformly random cell every step: every op on every edge is trained equally.
@@ -38,15 +49,12 @@ def main(params_path: str = "params.yaml") -> None:
             train_loss, train_acc = train_epoch(
                 net, batches, optimizer, scheduler, sample_path, desc=f"supernet epoch {epoch}/{cfg.epochs}"
             )
-            # Validation of random paths with the shared BatchNorm statistics: a health check of
-            # training, not a score of any one sub-network (the sample stage recalibrates those).
-            sample_path()
-            val_loss, val_acc = evaluate(net, val_batches)
+            val_loss, val_acc = _probe(net, probes, calibration, val_batches)
             row = dict(epoch=epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss, val_acc=val_acc)
             history.append(row)
             print(
                 f"supernet epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f} acc {train_acc:.4f}"
-                f" | random-path val acc {val_acc:.4f}  ({time.time() - start:.0f}s)",
+                f" | sub-network val acc {val_acc:.4f}  ({time.time() - start:.0f}s)",
                 flush=True,
             )
             run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
@@ -68,6 +76,17 @@ def main(params_path: str = "params.yaml") -> None:
         write_json(METRICS / "supernet.json", summary)
         run.log_metrics({"supernet_seconds": summary["seconds"]})
         run.log_artifact(plots.training_curves(frame, PLOTS / "supernet_curves.png", "supernet"))
+
+
+def _probe(net, probes, calibration, val_batches) -> tuple[float, float]:
+    """Mean validation loss and accuracy of the probe networks, BatchNorm recalibrated as sample does."""
+    scores = []
+    for arch in probes:
+        net.set_arch(arch)
+        recalibrate_batchnorm(net, calibration, 2)
+        scores.append(evaluate(net, val_batches))
+    net.train()
+    return sum(s[0] for s in scores) / len(scores), sum(s[1] for s in scores) / len(scores)
 
 
 if __name__ == "__main__":

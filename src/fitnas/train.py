@@ -91,6 +91,7 @@ def recalibrate_batchnorm(model: nn.Module, batches: Batches, n_batches: int) ->
     gives the statistics of this sub-network.
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in norms]
     for bn in norms:
         bn.reset_running_stats()
         bn.momentum = None
@@ -99,6 +100,8 @@ def recalibrate_batchnorm(model: nn.Module, batches: Batches, n_batches: int) ->
         if i >= n_batches:
             break
         model(x)
+    for bn, momentum in zip(norms, momenta):
+        bn.momentum = momentum
     model.eval()
 
 
