@@ -1,10 +1,8 @@
 """Stage 5: the best predicted architecture under the budget, the top-k and the Pareto front."""
 
-import pandas as pd
-
 from fitnas import config, plots
 from fitnas.pipeline import CHOICE, LOOKUP, METRICS, PARETO, PLOTS, TOPK, friendly_errors, read_lookup, write_json
-from fitnas.search import Budget, pareto_front, top_k
+from fitnas.search import Budget, pareto_front, top_k, within_budget
 from fitnas.tracking import stage_run
 
 
@@ -25,7 +23,7 @@ def main(params_path: str = "params.yaml") -> None:
         "flops_M": float(chosen["flops_M"]),
         "params_M": float(chosen["params_M"]),
         "budget": {"flops": p.budget.flops, "params": p.budget.params},
-        "feasible": int(_feasible_count(table, budget)),
+        "feasible": len(within_budget(table, budget)),
         "best_unconstrained_arch": unconstrained["arch"],
     }
     write_json(CHOICE, choice)
@@ -40,10 +38,6 @@ def main(params_path: str = "params.yaml") -> None:
         run.set_tags({"chosen_arch": chosen["arch"]}, to_parent=True)
         for path in (figure, TOPK, PARETO, CHOICE):
             run.log_artifact(path)
-
-
-def _feasible_count(table: pd.DataFrame, budget: Budget) -> int:
-    return len(top_k(table, budget, len(table)))
 
 
 if __name__ == "__main__":
