@@ -8,7 +8,7 @@ import pandas as pd
 from fitnas import config, plots, spaces
 from fitnas.metrics import ranking_report
 from fitnas.pipeline import HOLDOUT, LOOKUP, METRICS, PLOTS, SAMPLES, final_costs, friendly_errors, read_samples, write_json
-from fitnas.predictors import make_predictor
+from fitnas.predictors import from_settings
 from fitnas.tracking import stage_run
 from fitnas.train import seed_everything
 
@@ -25,10 +25,7 @@ def main(params_path: str = "params.yaml") -> None:
     costs = final_costs(p, space)
 
     def make(kind: str):
-        options: dict = {} if kind == "params" else {"seed": p.seed}
-        if kind == "gcn":
-            options |= dict(hidden=cfg.hidden, layers=cfg.layers, epochs=cfg.epochs, ensemble=cfg.ensemble)
-        return make_predictor(kind, space, costs.params, **options)
+        return from_settings(kind, cfg, space, costs.params, p.seed)
 
     rng = np.random.default_rng(p.seed)
     order = rng.permutation(len(archs))

@@ -5,10 +5,11 @@ import time
 
 import pandas as pd
 
-from fitnas import checkpoints, config, data, spaces
-from fitnas.pipeline import METRICS, SAMPLES, SUPERNET, TRAIN, VAL, final_costs, friendly_errors, write_json
+from fitnas import config, spaces
+from fitnas.pipeline import METRICS, SAMPLES, final_costs, friendly_errors, write_json
+from fitnas.scoring import SupernetScorer
 from fitnas.tracking import stage_run
-from fitnas.train import evaluate, pick_device, progress, recalibrate_batchnorm, seed_everything
+from fitnas.train import pick_device, progress, seed_everything
 
 
 @friendly_errors
@@ -18,25 +19,14 @@ def main(params_path: str = "params.yaml") -> None:
     seed_everything(p.seed)
     device = pick_device(p.device)
     space = spaces.get(p.space.name)
-    saved = checkpoints.load(SUPERNET, "supernet")
-    net = space.build_supernet(space.NetworkShape(**saved["shape"]))
-    net.load_state_dict(saved["model"])
-    net.to(device)
-
-    train, val = data.load_split(TRAIN), data.load_split(VAL)
-    if cfg.val_limit is not None:
-        val = data.subset(val, cfg.val_limit, p.seed)
-    calibration = data.Batches(train, cfg.bn_batch_size, shuffle=True, seed=p.seed + 1, device=device)
-    val_batches = data.Batches(val, cfg.batch_size, shuffle=False, seed=p.seed, device=device)
+    scorer = SupernetScorer(p, space, device)
     costs = final_costs(p, space)
 
     archs = space.sample(cfg.n, random.Random(p.seed + 2))
     rows = []
     start = time.time()
     for arch in progress(archs, "scoring sub-networks"):
-        net.set_arch(arch)
-        recalibrate_batchnorm(net, calibration, cfg.bn_batches)
-        loss, acc = evaluate(net, val_batches)
+        loss, acc = scorer.score(arch)
         rows.append(
             dict(arch=space.to_str(arch), supernet_acc=acc, supernet_loss=loss, flops_M=round(costs.flops(arch), 6), params_M=round(costs.params(arch), 6))
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fitnas.metrics import kendall_tau, precision_at_top, ranking_report, spearman_rho
+from fitnas.metrics import bootstrap_kendall_tau, kendall_tau, precision_at_top, ranking_report, spearman_rho
 
 
 def test_identical_ranking_is_perfect():
@@ -83,3 +83,42 @@ def test_ranking_report():
     assert report["n"] == 200
     assert all(report[key] == pytest.approx(1.0) for key in report if key != "n")
     assert all(isinstance(report[key], float) for key in report if key != "n")
+
+
+def _noisy_ranking(m: int) -> tuple[np.ndarray, np.ndarray]:
+    # A predictor that knows the truth up to noise: tau well inside (0, 1).
+    rng = np.random.default_rng(0)
+    true = rng.normal(size=m)
+    return true + rng.normal(size=m), true
+
+
+def test_bootstrap_interval_contains_the_point_estimate():
+    pred, true = _noisy_ranking(40)
+    low, high = bootstrap_kendall_tau(pred, true, n=500, seed=0)
+    assert -1.0 <= low < kendall_tau(pred, true) < high <= 1.0
+
+
+def test_bootstrap_interval_narrows_with_more_architectures():
+    few = bootstrap_kendall_tau(*_noisy_ranking(20), n=500, seed=0)
+    many = bootstrap_kendall_tau(*_noisy_ranking(500), n=500, seed=0)
+    assert many[1] - many[0] < (few[1] - few[0]) / 2  # width shrinks like 1/sqrt(m): 5x here
+
+
+def test_bootstrap_interval_is_deterministic_by_seed():
+    pred, true = _noisy_ranking(30)
+    assert bootstrap_kendall_tau(pred, true, n=200, seed=3) == bootstrap_kendall_tau(pred, true, n=200, seed=3)
+    assert bootstrap_kendall_tau(pred, true, n=200, seed=3) != bootstrap_kendall_tau(pred, true, n=200, seed=4)
+
+
+def test_bootstrap_of_a_perfect_ranking_is_a_point():
+    # Every resample of a monotone pairing is itself monotone (ties tie on both sides);
+    # only a resample of one item repeated would score 0, and with 10 items that never comes up.
+    true = [0.1, 0.5, 0.3, 0.9, 0.7, 0.2, 0.8, 0.4, 0.6, 0.0]
+    assert bootstrap_kendall_tau([10 * t for t in true], true, n=100, seed=0) == pytest.approx((1.0, 1.0))
+
+
+def test_bootstrap_rejects_bad_input():
+    with pytest.raises(ValueError, match="pair up"):
+        bootstrap_kendall_tau([1, 2, 3], [1, 2], n=10, seed=0)
+    with pytest.raises(ValueError, match="resample"):
+        bootstrap_kendall_tau([1, 2, 3], [1, 2, 3], n=0, seed=0)

@@ -102,9 +102,15 @@ def test_gcn_is_deterministic_given_seed(split):
 def test_gcn_reports_progress(split):
     train, y, _ = split
     calls: list[tuple[int, float]] = []
-    model = GCNPredictor(nb201, epochs=2, ensemble=2, device="cpu", progress=lambda e, loss: calls.append((e, loss)))
+    model = GCNPredictor(nb201, epochs=2, ensemble=2, validation=0, device="cpu", progress=lambda e, loss: calls.append((e, loss)))
     model.fit(train[:50], y[:50])
     assert [epoch for epoch, _ in calls] == [1, 2, 3, 4] == list(range(1, model.total_epochs + 1))
+    # With early stopping the probes train first, then the members for the epochs they chose.
+    calls.clear()
+    model = GCNPredictor(nb201, epochs=3, ensemble=2, validation=0.2, device="cpu", progress=lambda e, loss: calls.append((e, loss)))
+    model.fit(train[:60], y[:60])
+    assert [epoch for epoch, _ in calls] == list(range(1, len(calls) + 1))
+    assert 2 * 3 + 2 <= len(calls) <= model.total_epochs == 3 * (2 + predictors.PROBES)
     assert all(np.isfinite(loss) and loss >= 0 for _, loss in calls)
 
 
@@ -153,7 +159,7 @@ def test_mlp_and_rf_learn_the_ranking(split):
 
 
 def test_params_predictor_returns_param_counts():
-    model = predictors.ParamsPredictor(_params).fit([(3,) * 6], [1.0])
+    model = predictors.ParamsPredictor(nb201, _params).fit([(3,) * 6], [1.0])
     assert model.query([(3,) * 6, (0,) * 6]).tolist() == [_params((3,) * 6), 0.0]
 
 

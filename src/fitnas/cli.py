@@ -18,20 +18,22 @@ app = typer.Typer(
 )
 
 STAGES = ("prepare", "supernet", "sample", "fit", "search", "retrain")
+RANKCHECK_REPRO = "dvc repro rankcheck/dvc.yaml"  # its own dvc.yaml keeps it off a plain `dvc repro`
 
 
-def _stage_command(name: str) -> None:
+def _stage_command(name: str, repro: str = "dvc repro") -> None:
     module = importlib.import_module(f"fitnas.stages.{name}")
 
     def command(params: Path = typer.Option(Path("params.yaml"), help="The params file to read.")) -> None:
         module.main(str(params))
 
-    command.__doc__ = (module.__doc__ or name).strip().splitlines()[0] + " (what `dvc repro` runs)"
+    command.__doc__ = (module.__doc__ or name).strip().splitlines()[0] + f" (what `{repro}` runs)"
     app.command(name, rich_help_panel="Pipeline stages")(command)
 
 
 for _name in STAGES:
     _stage_command(_name)
+_stage_command("rankcheck", RANKCHECK_REPRO)
 
 
 def _table(path: Path):

@@ -51,9 +51,14 @@ class Predictor(Section):
     kind: Literal["gcn", "mlp", "rf", "params"] = "gcn"
     baselines: list[Literal["gcn", "mlp", "rf", "params"]] = ["mlp", "rf", "params"]
     holdout: float = Field(0.2, gt=0, lt=1)  # share of samples kept out of the fit to score rankings
+    # The graph network's settings; the defaults are what won bench/predictors.py.
     hidden: PositiveInt = 64
     layers: PositiveInt = 4
-    epochs: PositiveInt = 200
+    epochs: PositiveInt = 200  # at most; early stopping on held-out ranking picks how many
+    lr: PositiveFloat = 1e-3
+    weight_decay: float = Field(1e-3, ge=0)
+    hinge_weight: float = Field(2.0, ge=0)  # weight of the pairwise ranking loss next to the MSE
+    validation: float = Field(0.2, ge=0, lt=1)  # share held out to choose the epochs; 0: train all epochs
     ensemble: PositiveInt = 3
 
 
@@ -83,6 +88,19 @@ class Retrain(Section):
     augment: bool = False
 
 
+class Rankcheck(Section):
+    """Ground truth for the ranking: networks trained from scratch (stage `rankcheck`, off the default path)."""
+
+    archs: PositiveInt = Field(30, ge=4)  # distinct networks, spread over the FLOPs range, none of them sampled
+    epochs: PositiveInt = 2
+    train_limit: Optional[PositiveInt] = 20000  # training images per network
+    batch_size: PositiveInt = 128
+    lr: PositiveFloat = 0.1
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    bootstrap: PositiveInt = 1000  # resamples for the 95% interval of each Kendall tau
+
+
 class Mlflow(Section):
     experiment: str = "fitnas"
 
@@ -99,6 +117,7 @@ class Params(Section):
     search: Search = Search()
     budget: Budget = Budget()
     retrain: Retrain = Retrain()
+    rankcheck: Rankcheck = Rankcheck()
     mlflow: Mlflow = Mlflow()
 
 

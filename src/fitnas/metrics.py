@@ -78,3 +78,23 @@ def ranking_report(pred: Sequence[float], true: Sequence[float]) -> dict:
         "precision_top1": precision_at_top(pred_arr, true_arr, 0.01),
         "n": int(len(pred_arr)),
     }
+
+
+def bootstrap_kendall_tau(pred: Sequence[float], true: Sequence[float], n: int, seed: int) -> tuple[float, float]:
+    """95% percentile interval of Kendall's tau over n resamples of the items, drawn with replacement.
+
+    Each resample keeps the pairs together, so the interval shows how much tau
+    depends on which architectures happened to be measured. The same seed draws
+    the same resamples for any pred of the same length, so intervals of several
+    predictors against one truth are computed on identical resamples.
+    """
+    if n < 1:
+        raise ValueError(f"need at least one resample, got n={n}")
+    pred_arr, true_arr = _as_pair(pred, true)
+    rng = np.random.default_rng(seed)
+    taus = np.empty(n)
+    for i in range(n):
+        idx = rng.integers(0, len(pred_arr), len(pred_arr))
+        taus[i] = kendall_tau(pred_arr[idx], true_arr[idx])
+    low, high = np.percentile(taus, [2.5, 97.5])
+    return float(low), float(high)

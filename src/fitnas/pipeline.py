@@ -26,6 +26,9 @@ HOLDOUT = Path("results/fit_holdout.csv")
 CHOICE = Path("results/choice.json")
 TOPK = Path("results/topk.csv")
 PARETO = Path("results/pareto.csv")
+# The rank check (rankcheck/dvc.yaml, off the default path).
+RANKCHECK = Path("results/rankcheck.csv")
+RANKCHECK_CACHE = Path("results/rankcheck.cache.csv")  # networks trained so far; not a DVC output, so it survives a re-run
 METRICS = Path("metrics")
 PLOTS = Path("plots")
 

@@ -1,4 +1,4 @@
-"""The pictures a person looks at: training curves, predicted vs measured, the Pareto front."""
+"""The pictures a person looks at: training curves, predicted vs measured, the Pareto front, the rank check."""
 
 from __future__ import annotations
 
@@ -56,4 +56,16 @@ def pareto(table: pd.DataFrame, front: pd.DataFrame, chosen: pd.Series, path: Pa
     ax.set(xlabel="FLOPs (M multiply-accumulates)", ylabel="predicted accuracy", title="Predicted accuracy vs FLOPs")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
+    return _save(fig, path)
+
+
+def rank_check(table: pd.DataFrame, report: dict[str, float], titles: dict[str, str], path: Path) -> Path:
+    """One panel per ranker (a column of table, named in titles) against stand-alone accuracy."""
+    fig, axes = plt.subplots(2, 2, figsize=(8.5, 7.5))
+    for ax, (column, title) in zip(axes.flat, titles.items()):
+        ax.scatter(table[column], table["standalone_acc"], s=16, alpha=0.75)
+        tau, low, high = (report[f"{column}.kendall_tau{end}"] for end in ("", "_low", "_high"))
+        ax.set(title=f"{title}\nKendall tau {tau:.2f}  (95% CI {low:.2f} to {high:.2f})", xlabel=column,
+               ylabel="stand-alone accuracy (validation)")
+        ax.grid(alpha=0.3)
     return _save(fig, path)

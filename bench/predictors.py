@@ -1,0 +1,227 @@
+"""Predictor benchmark on NAS-Bench-201: how well does each predictor rank the whole space?
+
+For each training size N and seed, every predictor is fitted on N cells drawn
+uniformly from the 15,625 and judged against the ground truth of all 15,625
+(Kendall tau, Spearman rho, precision at the top 1% and 5%, fit time, time to
+predict the whole space). The noise study fits on the truth plus Gaussian
+noise scaled so that the noisy values alone rank the space with Kendall tau
+0.60, as a supernet's scores would, and judges against the clean truth.
+
+Predictors are built exactly as the pipeline's fit stage builds them: from
+the `predictor` section of the config schema (its defaults, i.e. params.yaml's),
+through `fitnas.predictors.from_settings`.
+
+    python bench/predictors.py ../shared/data/nb201/cifar10.csv
+    python bench/predictors.py TABLE --sizes 156 --seeds 2 --predictors gcn,rf   # a quick look
+
+Writes bench/results/predictors.json (every run and the means), predictors.md
+(the tables) and predictors.png (tau vs N).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fitnas.config import Predictor as PredictorSettings
+from fitnas.metrics import kendall_tau, precision_at_top, spearman_rho
+from fitnas.predictors import KINDS, from_settings
+from fitnas.spaces import nb201
+
+# The benchmark's own network (C=16, N=5 cells per stage, 32x32 CIFAR-10): our
+# counter reproduces its published parameter counts exactly (bench/nb201_classes.py).
+CIFAR = nb201.NetworkShape(channels=16, cells=5, in_channels=3, num_classes=10)
+TRUTH = "test_acc_200ep"
+# Published Kendall tau on NAS-Bench-201 CIFAR-10 with 156 training architectures (about 1%).
+PUBLISHED_156 = {"GATES": 0.733, "GATES + DELE": 0.824}
+
+
+def load_table(path: str) -> tuple[list[nb201.Arch], np.ndarray]:
+    """The cells and their ground-truth accuracy; a clear error when the table is not what we expect."""
+    try:
+        table = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        sys.exit(f"bench: cannot read {path}: {err}. Pass the NAS-Bench-201 table (../shared/data/nb201/cifar10.csv).")
+    missing = {"arch_str", TRUTH} - set(table.columns)
+    if missing:
+        sys.exit(f"bench: {path} lacks the column(s) {sorted(missing)}; it needs arch_str and {TRUTH}.")
+    return [nb201.parse(text) for text in table.arch_str], table[TRUTH].to_numpy(dtype=float)
+
+
+def noise_scale(truth: np.ndarray, target_tau: float, seed: int) -> float:
+    """The Gaussian noise std at which truth + noise ranks the table with Kendall tau `target_tau` (bisection)."""
+    unit = np.random.default_rng(seed).standard_normal(len(truth))
+    low, high = 0.0, 100.0 * float(truth.std())
+    for _ in range(40):
+        mid = (low + high) / 2
+        if kendall_tau(truth + mid * unit, truth) > target_tau:
+            low = mid
+        else:
+            high = mid
+    return (low + high) / 2
+
+
+def judge(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    return {
+        "kendall_tau": kendall_tau(pred, truth),
+        "spearman_rho": spearman_rho(pred, truth),
+        "precision_top1": precision_at_top(pred, truth, 0.01),
+        "precision_top5": precision_at_top(pred, truth, 0.05),
+    }
+
+
+def one_run(kind: str, settings: PredictorSettings, archs: list, truth: np.ndarray, y: np.ndarray,
+            n: int, seed: int, params_fn) -> dict:
+    """Fit one predictor on n cells drawn with `seed` (scores y), judge it on every cell against truth."""
+    chosen = np.random.default_rng(seed).choice(len(archs), n, replace=False)
+    predictor = from_settings(kind, settings, nb201, params_fn, seed)
+    start = time.perf_counter()
+    predictor.fit([archs[i] for i in chosen], y[chosen])
+    fit_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    pred = predictor.query(archs)
+    query_seconds = time.perf_counter() - start
+    return {"predictor": kind, "n": n, "seed": seed, **judge(pred, truth),
+            "fit_seconds": fit_seconds, "query_seconds": query_seconds}
+
+
+def summarise(runs: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(runs)
+    metrics = ["kendall_tau", "spearman_rho", "precision_top1", "precision_top5", "fit_seconds", "query_seconds"]
+    grouped = frame.groupby(["study", "predictor", "n"], sort=False)
+    summary = grouped[metrics].mean().join(grouped["kendall_tau"].std(ddof=0).rename("kendall_tau_std"))
+    return summary.join(grouped.size().rename("seeds")).reset_index()
+
+
+def markdown(summary: pd.DataFrame, noisy_tau: float | None) -> str:
+    lines = []
+    for study, title in (("size", "Training size (clean ground truth)"),
+                         ("noise", f"Noise study (fitted on noisy values whose own tau is {noisy_tau:.3f}, judged on the truth)")):
+        part = summary[summary.study == study]
+        if part.empty:
+            continue
+        lines += [f"### {title}", "",
+                  "| predictor | N | Kendall tau | Spearman rho | P@top-1% | P@top-5% | fit (s) | predict 15,625 (s) |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for row in part.itertuples():
+            lines.append(f"| {row.predictor} | {row.n} | {row.kendall_tau:.3f} ± {row.kendall_tau_std:.3f} | "
+                         f"{row.spearman_rho:.3f} | {row.precision_top1:.3f} | {row.precision_top5:.3f} | "
+                         f"{row.fit_seconds:.1f} | {row.query_seconds:.2f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(summary: pd.DataFrame, noisy_tau: float | None, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    sizes = summary[summary.study == "size"]
+    for i, (kind, part) in enumerate(sizes.groupby("predictor", sort=False)):
+        color = f"C{i}"
+        ax.errorbar(part.n, part.kendall_tau, yerr=part.kendall_tau_std, marker="o", capsize=3, color=color, label=kind)
+        noise = summary[(summary.study == "noise") & (summary.predictor == kind)]
+        for row in noise.itertuples():
+            ax.errorbar([row.n * 1.06], [row.kendall_tau], yerr=[row.kendall_tau_std], marker="s", mfc="none",
+                        capsize=3, color=color, linestyle="none")
+    if noisy_tau is not None:
+        ax.axhline(noisy_tau, color="gray", linestyle=":", label=f"noisy scores alone ({noisy_tau:.2f})")
+    for j, (name, tau) in enumerate(PUBLISHED_156.items()):
+        ax.plot([156], [tau], marker="*", markersize=11, color="gray", alpha=0.5 + 0.5 * j, linestyle="none",
+                label=f"{name} (published, N=156)")
+    ax.set_xscale("log")
+    ax.set(xlabel="training architectures N (log scale)", ylabel="Kendall tau over all 15,625 cells",
+           title="Ranking NAS-Bench-201 (CIFAR-10): filled = clean truth, hollow squares = noise study")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("table", help="NAS-Bench-201 table (../shared/data/nb201/cifar10.csv)")
+    parser.add_argument("--sizes", default="50,156,500,1000", help="training sizes, comma-separated")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds per size (0..seeds-1)")
+    parser.add_argument("--predictors", default=",".join(KINDS), help=f"comma-separated, of {', '.join(KINDS)}")
+    parser.add_argument("--noise-n", type=int, default=1000, help="training size of the noise study (0 skips it)")
+    parser.add_argument("--noise-tau", type=float, default=0.60, help="Kendall tau of the noisy values alone")
+    parser.add_argument("--epochs", type=int, default=None, help="override predictor.epochs (quick runs)")
+    parser.add_argument("--ensemble", type=int, default=None, help="override predictor.ensemble (quick runs)")
+    parser.add_argument("--out", default="bench/results", help="folder for predictors.json/.md/.png")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    kinds = [k.strip() for k in args.predictors.split(",") if k.strip()]
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        sys.exit(f"bench: unknown predictor(s) {sorted(unknown)}; choose from {', '.join(KINDS)}")
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("ensemble", args.ensemble)) if v is not None}
+    settings = PredictorSettings(**overrides)
+
+    archs, truth = load_table(args.table)
+    nb201.distinct()  # builds the isomorphism classes once, so that no predictor's fit time includes it
+    costs = nb201.cost_model(CIFAR, 32)
+    params_fn = costs.params
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    plan = [("size", n, seed) for n in sizes for seed in range(args.seeds)]
+    sigma = noisy_tau = None
+    if args.noise_n > 0:
+        sigma = noise_scale(truth, args.noise_tau, seed=12345)
+        plan += [("noise", args.noise_n, seed) for seed in range(args.seeds)]
+        print(f"bench: noise std {sigma:.3f} accuracy points gives Kendall tau {args.noise_tau:.2f}", flush=True)
+    runs: list[dict] = []
+    noisy_taus = []
+    start = time.time()
+    for step, (study, n, seed) in enumerate(plan, start=1):
+        y = truth
+        if study == "noise":
+            y = truth + sigma * np.random.default_rng([seed, 777]).standard_normal(len(truth))
+            noisy_taus.append(kendall_tau(y, truth))
+        for kind in kinds:
+            run = {"study": study, **one_run(kind, settings, archs, truth, y, n, seed, params_fn)}
+            runs.append(run)
+            print(f"bench [{step}/{len(plan)}] {study:5s} N={n:<5d} seed={seed} {kind:6s} "
+                  f"tau {run['kendall_tau']:.3f}  P@1% {run['precision_top1']:.3f}  "
+                  f"fit {run['fit_seconds']:.1f}s  predict {run['query_seconds']:.2f}s  "
+                  f"({time.time() - start:.0f}s elapsed)", flush=True)
+    if noisy_taus:
+        noisy_tau = float(np.mean(noisy_taus))
+
+    summary = summarise(runs)
+    report = {
+        "table": str(args.table),
+        "cells": len(archs),
+        "settings": settings.model_dump(),
+        "noise": {"target_tau": args.noise_tau, "std": sigma, "noisy_tau": noisy_tau, "n": args.noise_n} if sigma else None,
+        "published_tau_at_156": PUBLISHED_156,
+        "seconds": time.time() - start,
+        "summary": summary.to_dict("records"),
+        "runs": runs,
+    }
+    (out / "predictors.json").write_text(json.dumps(report, indent=2) + "\n")
+    table = markdown(summary, noisy_tau)
+    (out / "predictors.md").write_text(table)
+    plot(summary, noisy_tau, out / "predictors.png")
+    print(table)
+    print(f"bench: {time.time() - start:.0f}s; wrote {out}/predictors.json, predictors.md, predictors.png")
+    return report
+
+
+if __name__ == "__main__":
+    main()
