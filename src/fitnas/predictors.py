@@ -12,9 +12,10 @@ constructor argument and only use its `canonical`, `graph`, `onehot` and
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -109,20 +110,36 @@ def _auto_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
-def pick_epochs(curve: Sequence[float], window: int = 9, tolerance: float = 0.01) -> int:
-    """The last epoch whose smoothed held-out score is within `tolerance` of the best.
-
-    Smoothing (a centred moving average) because a few dozen held-out
-    architectures give a jumpy curve. The latest near-best epoch rather than
-    the best one because on a plateau longer training ranks the unseen space
-    better, while after a real peak (noisy scores) the curve falls well below
-    the tolerance and the choice stays early.
-    """
+def smooth(curve: Sequence[float], window: int = 9) -> np.ndarray:
+    """Centred moving average: a few dozen held-out architectures give a jumpy curve."""
     curve = np.asarray(curve, dtype=float)
     kernel = np.ones(min(window, len(curve)))
-    smoothed = np.convolve(curve, kernel, mode="same") / np.convolve(np.ones_like(curve), kernel, mode="same")
+    return np.convolve(curve, kernel, mode="same") / np.convolve(np.ones_like(curve), kernel, mode="same")
+
+
+def pick_epochs(smoothed: Sequence[float], tolerance: float = 0.01) -> int:
+    """The last epoch whose (smoothed) held-out score is within `tolerance` of the best.
+
+    The latest near-best epoch rather than the best one because on a plateau
+    longer training ranks the unseen space better, while after a real peak
+    (noisy scores) the curve falls well below the tolerance and the choice
+    stays early.
+    """
+    smoothed = np.asarray(smoothed, dtype=float)
     near_best = np.flatnonzero(smoothed >= smoothed.max() - tolerance)
     return int(near_best[-1]) + 1
+
+
+@contextlib.contextmanager
+def _threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to `count` for the block (None: unchanged)."""
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class _NeuralPredictor:
@@ -214,8 +231,10 @@ class _NeuralPredictor:
         targets = torch.tensor(self.normalizer.transform(y), dtype=torch.float32, device=self.device)
         self.models = []
         self._epochs_done = 0
-        # fork_rng: seeding must not disturb the caller's random state.
-        with torch.random.fork_rng(devices=self._rng_devices()):
+        # fork_rng: seeding must not disturb the caller's random state. One
+        # thread: these models are so small that more threads only add overhead
+        # (and thrash when another process holds the other cores).
+        with torch.random.fork_rng(devices=self._rng_devices()), _threads(1 if self.device.type == "cpu" else None):
             self.fitted_epochs = self._choose_epochs(keys, items, targets) if self.validation > 0 else self.epochs
             everything = list(range(len(items)))
             for member in range(self.ensemble):
@@ -228,7 +247,7 @@ class _NeuralPredictor:
 
         This is how the fit adapts to the noise in the scores. On clean
         NAS-Bench-201 accuracies held-out ranking keeps improving for hundreds
-        of epochs; on noisy ones it peaks within a few dozen, after which the
+        of epochs; on noisy ones it can peak within a few dozen, after which the
         network memorises the noise. Whole isomorphism classes go to one side
         of each split, so the held-out score never rewards memorising an
         encoding seen in training. The ensemble then trains on every sample.
@@ -245,10 +264,16 @@ class _NeuralPredictor:
             held_out = [i for i, k in enumerate(keys) if k in held]
             _, curve = self._train_member(items, targets, train, held_out, self.ensemble + probe, self.epochs)
             curves.append(curve)
-        return pick_epochs(np.mean(curves, axis=0))
+        return pick_epochs(smooth(np.mean(curves, axis=0)))
 
     def _train_member(
-        self, items: list[Any], targets: torch.Tensor, train: list[int], held_out: list[int], member: int, epochs: int
+        self,
+        items: list[Any],
+        targets: torch.Tensor,
+        train: list[int],
+        held_out: list[int],
+        member: int,
+        epochs: int,
     ) -> tuple[nn.Module, list[float]]:
         """Trains one network on `train`; returns it and its held-out Kendall tau after every epoch."""
         torch.manual_seed(self.seed * 1000 + member)
@@ -411,7 +436,7 @@ class GCNPredictor(_NeuralPredictor):
         lr: float = 1e-3,
         weight_decay: float = 1e-3,
         batch_size: int = 64,
-        hinge_weight: float = 2.0,
+        hinge_weight: float = 0.0,
         ensemble: int = 3,
         validation: float = 0.2,
         seed: int = 0,
@@ -474,7 +499,7 @@ class MLPPredictor(_NeuralPredictor):
         lr: float = 1e-3,
         weight_decay: float = 1e-3,
         batch_size: int = 64,
-        hinge_weight: float = 2.0,
+        hinge_weight: float = 0.0,
         ensemble: int = 3,
         validation: float = 0.2,
         seed: int = 0,
