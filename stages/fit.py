@@ -59,6 +59,8 @@ def main(params_path: str = "params.yaml") -> None:
         "n_holdout": len(test_archs),
         "lookup_rows": len(table),
         "lookup_seconds": refit_seconds,
+        # How long early stopping let the final fit train (neural predictors only).
+        **({"fitted_epochs": predictor.fitted_epochs} if hasattr(predictor, "fitted_epochs") else {}),
         **{f"{kind}.{k}": v for kind, r in report.items() for k, v in r.items() if k != "n"},
         **{f"{kind}.fit_seconds": s for kind, s in seconds.items()},
     }

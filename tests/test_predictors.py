@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from fitnas import predictors
+from fitnas.config import Predictor
 from fitnas.metrics import kendall_tau
 from fitnas.predictors import GCNPredictor, RankNormalizer, make_predictor, ranking_loss
 from fitnas.spaces import nb201
@@ -205,3 +206,16 @@ def test_ranking_loss_hinge_penalises_wrong_order_only():
     assert right.item() == 0.0  # exact fit, every gap above the margin
     mse_only = ranking_loss(target.flip(0), target, hinge_weight=0.0)
     assert wrong.item() > mse_only.item() > 0.0
+
+
+@pytest.mark.parametrize("kind", predictors.KINDS)
+def test_every_kind_gives_isomorphic_cells_one_prediction(kind, split):
+    train, y, _ = split
+
+    settings = Predictor(hidden=16, layers=2, epochs=2, validation=0.0, ensemble=1)
+    model = predictors.from_settings(kind, settings, nb201, _params, seed=0).fit(train[:60], y[:60])
+    cells = nb201.all_cells()
+    by_class: dict[tuple, set[float]] = {}
+    for cell, value in zip(cells, model.query(cells)):
+        by_class.setdefault(nb201.canonical(cell), set()).add(float(value))
+    assert all(len(values) == 1 for values in by_class.values())
