@@ -24,6 +24,7 @@ TINY = {
     "predictor": {"epochs": 40, "ensemble": 1, "hidden": 32},
     "final": {"channels": 8},
     "retrain": {"epochs": 1, "batch_size": 128},
+    "rankcheck": {"archs": 4, "epochs": 1, "train_limit": 300, "bootstrap": 50},
 }
 
 
@@ -66,7 +67,7 @@ def tiny_project(tmp_path_factory) -> Path:
     project = tmp_path_factory.mktemp("project")
     for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, project / name)
-    for name in ("stages", "src"):
+    for name in ("stages", "src", "rankcheck"):
         shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     params = merged(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
     if not Path(data.DEBIAN_DIR).is_dir():

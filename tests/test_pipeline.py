@@ -124,3 +124,38 @@ def test_impossible_budget_fails_cleanly_and_keeps_outputs(reproduced):
     assert "no architecture meets the budget" in result.stderr and "Traceback" not in result.stderr
     assert "smallest available" in result.stderr
     assert (project / "results/lookup.csv").is_file()
+
+
+def test_rankcheck_is_off_the_default_path_and_reports_every_ranking(reproduced):
+    # Last in this module: it adds its own MLflow run, which the tests above count.
+    project, output = reproduced
+    assert "rankcheck" not in output
+    result = run([sys.executable, "-m", "dvc", "repro", "rankcheck/dvc.yaml"], project)
+    assert "Running stage 'rankcheck/dvc.yaml:rankcheck'" in result.stdout
+    assert "training 4 of 4 networks from scratch" in result.stdout
+
+    from fitnas.rankcheck import RANKERS
+
+    table = pd.read_csv(project / "results/rankcheck.csv")
+    samples = pd.read_csv(project / "results/samples.csv")
+    assert len(table) == 4 and table.arch.is_unique and not set(table.arch) & set(samples.arch)
+    assert table.flops_M.is_monotonic_increasing
+    assert table.standalone_acc.between(0, 1).all() and table.supernet_acc.between(0, 1).all()
+    report = json.loads((project / "metrics/rankcheck.json").read_text())
+    for column in RANKERS:
+        low, tau, high = (report[f"{column}.kendall_tau{end}"] for end in ("_low", "", "_high"))
+        assert -1.0 <= low <= tau <= high <= 1.0
+    assert (project / "plots/rankcheck.png").is_file()
+    assert "up to date" in run([sys.executable, "-m", "dvc", "status", "rankcheck/dvc.yaml"], project).stdout
+
+    # Networks already trained come from the cache: a forced re-run trains none.
+    again = run([sys.executable, "-m", "dvc", "repro", "-f", "-s", "rankcheck/dvc.yaml:rankcheck"], project)
+    assert "training 0 of 4 networks from scratch (4 from" in again.stdout
+    assert pd.read_csv(project / "results/rankcheck.csv").standalone_acc.tolist() == table.standalone_acc.tolist()
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("fitnas")
+    runs = client.search_runs([experiment.experiment_id], "tags.`fitnas.stage` = 'rankcheck'")
+    assert runs and "predicted_acc.kendall_tau" in runs[0].data.metrics
