@@ -139,7 +139,7 @@ def plot(summary: pd.DataFrame, noisy_tau: float | None, path: Path) -> None:
                 label=f"{name} (published, N=156)")
     ax.set_xscale("log")
     ax.set(xlabel="training architectures N (log scale)", ylabel="Kendall tau over all 15,625 cells",
-           title="Ranking NAS-Bench-201 (CIFAR-10): filled = clean truth, hollow squares = noise study")
+           title="NAS-Bench-201 ranking: filled = clean truth, hollow = noise study (N=1000)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
