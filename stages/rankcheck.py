@@ -16,7 +16,9 @@ def main(params_path: str = "params.yaml") -> None:
     cfg = p.rankcheck
     seed_everything(p.seed)
     device = pick_device(p.device)
-    space = spaces.get(p.space.name)
+    space = spaces.get(p.space)
+    if not space.ENUMERABLE:
+        raise config.ConfigError(f"the rank check needs a space the fit tabulates (nb201); space {space.NAME} is searched instead")
     start = time.time()
     # Seeded apart from the sample stage's draw (seed + 2) and the supernet's probes (seed + 3).
     picked = pick_archs(space, read_lookup(LOOKUP), read_samples(SAMPLES, space).arch, cfg.archs, p.seed + 4)

@@ -18,7 +18,7 @@ def main(params_path: str = "params.yaml") -> None:
     cfg = p.retrain
     seed_everything(p.seed)
     device = pick_device(p.device)
-    space = spaces.get(p.space.name)
+    space = spaces.get(p.space)
     choice = json.loads(CHOICE.read_text())
     arch = space.canonical(space.parse(choice["arch"]))
     shape, size = final_shape(p, space)

@@ -18,7 +18,7 @@ def main(params_path: str = "params.yaml") -> None:
     cfg = p.sample
     seed_everything(p.seed)
     device = pick_device(p.device)
-    space = spaces.get(p.space.name)
+    space = spaces.get(p.space)
     scorer = SupernetScorer(p, space, device)
     costs = final_costs(p, space)
 

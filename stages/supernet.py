@@ -25,9 +25,9 @@ def main(params_path: str = "params.yaml") -> None:
     cfg = p.supernet
     seed_everything(p.seed)
     device = pick_device(p.device)
-    space = spaces.get(p.space.name)
+    space = spaces.get(p.space)
     train, val = data.load_split(TRAIN), data.load_split(VAL)
-    shape = space.NetworkShape(cfg.channels, cfg.cells, train.images.shape[1], len(train.classes))
+    shape = space.network_shape(cfg, train.images.shape[1], len(train.classes))
     net = space.build_supernet(shape).to(device)
     batches = data.Batches(train, cfg.batch_size, shuffle=True, seed=p.seed, device=device)
     val_batches = data.Batches(data.subset(val, 2000, p.seed), 500, shuffle=False, seed=p.seed, device=device)

@@ -13,6 +13,7 @@ from pathlib import Path
 from fitnas.checkpoints import CheckpointError
 from fitnas.config import ConfigError
 from fitnas.data import DataError
+from fitnas.latency import LatencyTableError
 from fitnas.search import BudgetError
 from fitnas.spaces.base import ArchError
 
@@ -26,6 +27,11 @@ HOLDOUT = Path("results/fit_holdout.csv")
 CHOICE = Path("results/choice.json")
 TOPK = Path("results/topk.csv")
 PARETO = Path("results/pareto.csv")
+PARETO_LATENCY = Path("results/pareto_latency.csv")
+CANDIDATES = Path("results/candidates.csv")  # spaces too large to tabulate: every network the search scored whole
+PREDICTOR = Path("models/predictor.pt")  # the fitted graph network, for spaces searched rather than tabulated
+LATENCY_TABLE = Path("results/latency.csv")
+LATENCY_CHECK = Path("results/latency_check.csv")
 # The rank check (rankcheck/dvc.yaml, off the default path).
 RANKCHECK = Path("results/rankcheck.csv")
 RANKCHECK_CACHE = Path("results/rankcheck.cache.csv")  # networks trained so far; not a DVC output, so it survives a re-run
@@ -47,7 +53,7 @@ def final_shape(p, space):
     from fitnas import data
 
     val = data.load_split(VAL)
-    shape = space.NetworkShape(p.final.channels, p.final.cells, val.images.shape[1], len(val.classes))
+    shape = space.network_shape(p.final, val.images.shape[1], len(val.classes))
     return shape, val.images.shape[-1]
 
 
@@ -90,7 +96,7 @@ def read_lookup(path: Path):
     return table
 
 
-USER_ERRORS = (ConfigError, DataError, BudgetError, ArchError, CheckpointError, SamplesError)
+USER_ERRORS = (ConfigError, DataError, BudgetError, ArchError, CheckpointError, SamplesError, LatencyTableError)
 
 
 def friendly_errors(main):
