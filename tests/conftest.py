@@ -28,6 +28,16 @@ TINY = {
 }
 
 
+# The chain space at tiny size: 9 layers in 3 stages, segments of 4 (2,401 candidates each), 3 super-cells.
+CHAIN_TINY = {
+    "space": {"name": "mobilenet", "mobilenet": {"stem": 8, "first": 8, "widths": [8, 16, 16], "depths": [3, 3, 3],
+                                                 "strides": [1, 2, 2], "head": 32}},
+    "search": {"segment": 4, "super_cells": 3, "contexts": 1, "pareto_points": 2,
+               "evolution": {"population": 20, "generations": 5}},
+    "latency": {"warmup": 1, "repeats": 3, "check_networks": 2},
+}
+
+
 def merged(base: dict, patch: dict) -> dict:
     out = dict(base)
     for key, value in patch.items():
@@ -61,15 +71,14 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
     return result
 
 
-@pytest.fixture(scope="session")
-def tiny_project(tmp_path_factory) -> Path:
+def make_project(tmp_path_factory, patch: dict) -> Path:
     """A copy of the project (code, dvc.yaml, tiny params) in a fresh git + DVC repository."""
     project = tmp_path_factory.mktemp("project")
     for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, project / name)
     for name in ("stages", "src", "rankcheck"):
         shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    params = merged(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
+    params = merged(yaml.safe_load((ROOT / "params.yaml").read_text()), patch)
     if not Path(data.DEBIAN_DIR).is_dir():
         params["data"]["root"] = str(write_synthetic_fashion_mnist(project.parent / "fmnist"))
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -78,3 +87,15 @@ def tiny_project(tmp_path_factory) -> Path:
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "tiny project"], project)
     return project
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory) -> Path:
+    """The tiny configuration on the NAS-Bench-201 space."""
+    return make_project(tmp_path_factory, TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_chain_project(tmp_path_factory) -> Path:
+    """The tiny configuration on the MobileNet-style chain space."""
+    return make_project(tmp_path_factory, merged(TINY, CHAIN_TINY))

@@ -35,6 +35,10 @@ def test_every_schema_key_is_in_params_yaml():
         ({"budget": {"flops": "lots"}}, "budget.flops"),
         ({"predictor": {"kind": "xgboost"}}, "predictor.kind"),
         ({"space": {"name": "darts"}}, "space.name"),
+        ({"space": {"mobilenet": {"widths": [8, 16], "depths": [2]}}}, "one value per stage"),
+        ({"space": {"mobilenet": {"kernels": [4]}}}, "space.mobilenet.kernels"),
+        ({"search": {"method": "random"}}, "search.method"),
+        ({"budget": {"latency_ms": -1}}, "budget.latency_ms"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, patch, expected):

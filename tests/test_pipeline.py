@@ -14,7 +14,7 @@ from conftest import run
 
 pytestmark = pytest.mark.slow
 
-STAGES = {"prepare", "supernet", "sample", "fit", "search", "retrain"}
+STAGES = {"prepare", "supernet", "sample", "fit", "latency", "search", "retrain"}
 
 
 def ran_stages(output: str) -> set[str]:
@@ -36,7 +36,8 @@ def test_repro_runs_every_stage_and_writes_every_output(reproduced):
         "data/prepared/train.pt", "data/prepared/val.pt", "data/prepared/test.pt",
         "models/supernet.pt", "models/final.pt",
         "results/samples.csv", "results/lookup.csv", "results/fit_holdout.csv",
-        "results/choice.json", "results/topk.csv", "results/pareto.csv",
+        "results/choice.json", "results/topk.csv", "results/pareto.csv", "results/latency.csv",
+        "results/candidates.csv", "models/predictor.pt",
         "metrics/supernet_history.csv", "metrics/retrain_history.csv",
         "plots/supernet_curves.png", "plots/fit_scatter.png", "plots/pareto.png", "plots/retrain_curves.png",
     ]:

@@ -129,7 +129,8 @@ class Latency(Section):
     warmup: int = Field(5, ge=0)  # untimed runs before timing each block
     repeats: PositiveInt = 30  # timed runs per block; the median counts
     threads: Optional[PositiveInt] = 1  # CPU threads while timing (null: torch's default)
-    check_networks: int = Field(5, ge=0)  # whole networks timed to check the table's sums
+    calibration_networks: int = Field(3, ge=0)  # whole networks that fit the table's one scale factor (0: raw sums)
+    check_networks: int = Field(5, ge=0)  # other whole networks timed to check the table's sums
 
 
 class Retrain(Section):

@@ -395,14 +395,15 @@ class ChainSpace:
         self._same_layout(shape)
         sizes = self.feature_sizes(shape, input_size)
         fixed = [
-            (_stem(shape), (shape.in_channels, input_size, input_size)),
-            (Head(shape.widths[-1], shape.head, shape.num_classes), (shape.widths[-1], sizes[-1], sizes[-1])),
+            (_channels_last(_stem(shape)), (shape.in_channels, input_size, input_size)),
+            (_channels_last(Head(shape.widths[-1], shape.head, shape.num_classes)), (shape.widths[-1], sizes[-1], sizes[-1])),
         ]
         blocks = {}
         for layer in self.layers:
             for op in self.choices[layer.index]:
                 if op != self.SKIP:
-                    blocks[layer.index, op] = (self._block(layer, op), (layer.c_in, sizes[layer.index], sizes[layer.index]))
+                    block = _channels_last(self._block(layer, op))  # as build() makes them
+                    blocks[layer.index, op] = (block, (layer.c_in, sizes[layer.index], sizes[layer.index]))
         return fixed, blocks
 
     def table(self, fixed_cost: float, block_cost: dict[tuple[int, int], float]) -> AdditiveCost:
