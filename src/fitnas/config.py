@@ -28,13 +28,13 @@ class Data(Section):
 class Mobilenet(Section):
     """The MobileNet-style chain space's layout (space.name: mobilenet); the defaults suit 28x28 inputs."""
 
-    stem: PositiveInt = 16  # channels of the stem convolution
-    stem_stride: Literal[1, 2] = 1
-    first: PositiveInt = 16  # channels of the fixed expansion-1 block after the stem
-    widths: list[PositiveInt] = [16, 24, 32, 48, 64, 96]  # one per stage
+    stem: PositiveInt = 8  # channels of the stem convolution
+    stem_stride: Literal[1, 2] = 2
+    first: PositiveInt = 8  # channels of the fixed expansion-1 block after the stem
+    widths: list[PositiveInt] = [8, 16, 16, 24, 32, 48]  # one per stage
     depths: list[PositiveInt] = [4, 4, 4, 4, 4, 1]  # searchable layers per stage (21 in all)
-    strides: list[Literal[1, 2]] = [1, 2, 1, 2, 1, 1]  # of each stage's first layer
-    head: PositiveInt = 256  # channels of the 1x1 convolution before pooling
+    strides: list[Literal[1, 2]] = [1, 1, 2, 1, 1, 1]  # of each stage's first layer
+    head: PositiveInt = 128  # channels of the 1x1 convolution before pooling
     kernels: list[Literal[3, 5, 7]] = [3, 5, 7]
     expansions: list[PositiveInt] = [3, 6]
 

@@ -28,7 +28,7 @@ def space() -> ChainSpace:
 def test_default_space_is_21_layers_of_7_choices_with_skip_where_shapes_allow(space):
     assert space.num_layers == 21 and len(space.OPS) == 7
     assert space.OPS == ("k3e3", "k3e6", "k5e3", "k5e6", "k7e3", "k7e6", "skip")
-    # First layer of each stage changes width or stride (stage 0 keeps 16 channels at stride 1: it may skip).
+    # First layer of each stage changes width or stride (stage 0 keeps 8 channels at stride 1: it may skip).
     no_skip = [layer.index for layer in space.layers if not layer.skippable]
     assert no_skip == [4, 8, 12, 16, 20]
     assert all(len(space.choices[i]) == (6 if i in no_skip else 7) for i in range(21))

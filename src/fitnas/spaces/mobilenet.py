@@ -53,13 +53,13 @@ class NetworkShape:
     The defaults are params.yaml's `space.mobilenet` (the Fashion-MNIST proxy, 28x28 input).
     """
 
-    stem: int = 16  # channels of the stem convolution
-    stem_stride: int = 1
-    first: int = 16  # channels of the fixed expansion-1 block after the stem (MobileNetV2's first block)
-    widths: tuple[int, ...] = (16, 24, 32, 48, 64, 96)
+    stem: int = 8  # channels of the stem convolution
+    stem_stride: int = 2
+    first: int = 8  # channels of the fixed expansion-1 block after the stem (MobileNetV2's first block)
+    widths: tuple[int, ...] = (8, 16, 16, 24, 32, 48)
     depths: tuple[int, ...] = (4, 4, 4, 4, 4, 1)
-    strides: tuple[int, ...] = (1, 2, 1, 2, 1, 1)
-    head: int = 256  # channels of the 1x1 convolution before pooling
+    strides: tuple[int, ...] = (1, 1, 2, 1, 1, 1)
+    head: int = 128  # channels of the 1x1 convolution before pooling
     kernels: tuple[int, ...] = (3, 5, 7)
     expansions: tuple[int, ...] = (3, 6)
     in_channels: int = 3
