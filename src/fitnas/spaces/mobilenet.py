@@ -7,7 +7,7 @@ picks an inverted-residual block (MobileNetV2's MBConv) with kernel 3, 5 or 7
 and expansion 3 or 6, or *skip* where the layer's input and output shapes
 match: every layer of a stage but the first, which changes width or stride.
 With the default 21 layers (stages of 4, 4, 4, 4, 4, 1) that is 7 choices on
-15 layers and 6 on the other 6: about 2.2e15 networks, far too many to list,
+16 layers and 6 on the other 5: about 2.6e17 networks (7^21 is 5.6e17), far too many to list,
 so this space is searched (fitnas.chainsearch) rather than enumerated.
 
 An architecture is a tuple of op indices, one per searchable layer. Its string
