@@ -134,3 +134,14 @@ def test_lookup_of_a_searched_space_needs_the_latency_table_for_a_latency_budget
 def test_help_lists_the_latency_table_command():
     result = runner.invoke(app, ["--help"])
     assert "latency-table" in result.output
+
+
+def test_describe_a_network_of_a_searched_space(chain_project):
+    space = chain_project
+    arch = space.to_str(space.random_cell(random.Random(1)))
+    result = runner.invoke(app, ["describe", arch, "--space", "mobilenet"])
+    assert result.exit_code == 0, result.output
+    costs = space.cost_model(space.network_shape(None, 1, 10), 28)
+    assert f"{costs.flops(space.parse(arch)):.3f} M" in result.output and "predicted acc:" in result.output
+    bad = runner.invoke(app, ["describe", "k3e3", "--space", "mobilenet"])
+    assert bad.exit_code == 1 and "expected:" in bad.output

@@ -125,14 +125,18 @@ def describe(
     arch: str = typer.Argument(..., help="An architecture string, e.g. '|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|'."),
     table: Path = typer.Option(LOOKUP, help="The lookup table written by the fit stage."),
     space_name: str = typer.Option("nb201", "--space", help="The search space the string belongs to."),
+    config_path: Path = typer.Option(Path("params.yaml"), "--config", help="The params file (the mobilenet space's layout)."),
 ) -> None:
     """FLOPs, params and predicted accuracy of one architecture."""
     from fitnas import spaces
 
     space = spaces.get(space_name)
     if not space.ENUMERABLE:
-        raise typer.BadParameter(f"describe reads the lookup table of a tabulated space; {space_name} is searched: "
-                                 "use `fitnas lookup` for its best networks")
+        configured, p = _space_from(config_path)
+        if configured is None or configured.NAME != space_name:
+            raise typer.BadParameter(f"{config_path} does not describe a {space_name} space: pass the params file it was run with (--config)")
+        _describe_searched(configured, p, arch)
+        return
     parsed = space.parse(arch)
     canonical = space.to_str(space.canonical(parsed))
     frame = _table(table)
@@ -149,6 +153,25 @@ def describe(
     typer.echo(f"predicted acc: {row['predicted_acc']:.4f}  (rank {rank} of {len(frame)} distinct networks)")
     if "supernet_acc" in frame and row["supernet_acc"] == row["supernet_acc"]:
         typer.echo(f"supernet acc:  {row['supernet_acc']:.4f}  (measured with inherited weights)")
+
+
+
+def _describe_searched(space, p, arch: str) -> None:
+    """A network of a space too large to tabulate: its costs from the cost model, its prediction from the fitted GCN."""
+    from fitnas import checkpoints
+    from fitnas.latency import read_table
+    from fitnas.pipeline import PREDICTOR, final_costs
+    from fitnas.predictors import load_gcn
+
+    parsed = space.parse(arch)
+    costs = final_costs(p, space)
+    predictor = load_gcn(checkpoints.load(PREDICTOR, "fit"), space)
+    typer.echo(f"arch:          {arch}")
+    typer.echo(f"FLOPs:         {costs.flops(parsed):.3f} M multiply-accumulates")
+    typer.echo(f"params:        {costs.params(parsed):.4f} M")
+    if _latency_path().is_file():
+        typer.echo(f"latency:       {read_table(_latency_path(), space)(parsed):.3f} ms  (latency table)")
+    typer.echo(f"predicted acc: {predictor.query([parsed])[0]:.4f}  (fitted graph network; {space.size:.3g} networks in the space)")
 
 
 if __name__ == "__main__":

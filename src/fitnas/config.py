@@ -31,9 +31,9 @@ class Mobilenet(Section):
     stem: PositiveInt = 8  # channels of the stem convolution
     stem_stride: Literal[1, 2] = 2
     first: PositiveInt = 8  # channels of the fixed expansion-1 block after the stem
-    widths: list[PositiveInt] = [8, 16, 16, 24, 32, 48]  # one per stage
+    widths: list[PositiveInt] = [8, 12, 16, 24, 32, 48]  # one per stage
     depths: list[PositiveInt] = [4, 4, 4, 4, 4, 1]  # searchable layers per stage (21 in all)
-    strides: list[Literal[1, 2]] = [1, 1, 2, 1, 1, 1]  # of each stage's first layer
+    strides: list[Literal[1, 2]] = [1, 2, 1, 1, 1, 1]  # of each stage's first layer
     head: PositiveInt = 128  # channels of the 1x1 convolution before pooling
     kernels: list[Literal[3, 5, 7]] = [3, 5, 7]
     expansions: list[PositiveInt] = [3, 6]

@@ -56,9 +56,9 @@ class NetworkShape:
     stem: int = 8  # channels of the stem convolution
     stem_stride: int = 2
     first: int = 8  # channels of the fixed expansion-1 block after the stem (MobileNetV2's first block)
-    widths: tuple[int, ...] = (8, 16, 16, 24, 32, 48)
+    widths: tuple[int, ...] = (8, 12, 16, 24, 32, 48)
     depths: tuple[int, ...] = (4, 4, 4, 4, 4, 1)
-    strides: tuple[int, ...] = (1, 1, 2, 1, 1, 1)
+    strides: tuple[int, ...] = (1, 2, 1, 1, 1, 1)
     head: int = 128  # channels of the 1x1 convolution before pooling
     kernels: tuple[int, ...] = (3, 5, 7)
     expansions: tuple[int, ...] = (3, 6)
