@@ -130,9 +130,8 @@ def progressive(
                 context[c0:c1] = chosen[t][0]  # earlier segments: their best partial architecture
             scores += scorer.score_segment(context, a, b)
         scores /= contexts
-        # Half the super-cells within the segment's share of the budget, half within a looser
-        # share: the final combination can then move budget between segments, and the
-        # best within the share keeps every later segment's share reachable.
+        # The segment's share of what the budget leaves, in proportion to what it can spend;
+        # super-cells are picked on a ladder of fractions of it (LADDER).
         share = np.zeros(scores.shape)  # each candidate's cost as a fraction of its share of the budget (worst cost)
         for name in limits:
             later = sum(reach[name][s:])
