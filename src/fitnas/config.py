@@ -57,6 +57,7 @@ class Predictor(Section):
     epochs: PositiveInt = 200  # at most; early stopping on held-out ranking picks how many
     lr: PositiveFloat = 1e-3
     weight_decay: float = Field(1e-3, ge=0)
+    batch_size: PositiveInt = 32  # graphs per step; the MLP baseline trains with the same
     hinge_weight: float = Field(0.25, ge=0)  # weight of the pairwise hinge next to the MSE (bench/README.md)
     validation: float = Field(0.2, ge=0, lt=1)  # share held out to choose the epochs; 0: train all epochs
     ensemble: PositiveInt = 3

@@ -25,9 +25,10 @@ class SupernetScorer:
     network scored gets the k-th shuffle whatever the arch.
     """
 
-    def __init__(self, p: Params, space: ModuleType, device: torch.device):
+    def __init__(self, p: Params, space: ModuleType, device: torch.device, saved: dict | None = None):
+        """`saved`: a supernet checkpoint's dict (shape, model); None reads the supernet stage's."""
         cfg = p.sample
-        saved = checkpoints.load(SUPERNET, "supernet")
+        saved = saved if saved is not None else checkpoints.load(SUPERNET, "supernet")
         self.shape = space.NetworkShape(**saved["shape"])
         self.net = space.build_supernet(self.shape)
         self.net.load_state_dict(saved["model"])
