@@ -1,6 +1,5 @@
 """Stage 6: train the chosen architecture from scratch and test it once."""
 
-import json
 import time
 
 import pandas as pd
@@ -8,6 +7,7 @@ import pandas as pd
 from fitnas import config, data, plots, spaces
 from fitnas.costs import count_flops, count_params
 from fitnas.pipeline import CHOICE, FINAL_MODEL, METRICS, PLOTS, TEST, TRAIN, VAL, final_shape, friendly_errors, write_json
+from fitnas.pipeline import read_choice
 from fitnas.tracking import stage_run
 from fitnas.train import evaluate, pick_device, save_atomic, seed_everything, sgd_one_cycle, train_epoch
 
@@ -19,7 +19,7 @@ def main(params_path: str = "params.yaml") -> None:
     seed_everything(p.seed)
     device = pick_device(p.device)
     space = spaces.get(p.space.name)
-    choice = json.loads(CHOICE.read_text())
+    choice = read_choice(CHOICE)
     arch = space.canonical(space.parse(choice["arch"]))
     shape, size = final_shape(p, space)
     net = space.build(arch, shape)
