@@ -9,13 +9,14 @@ from fitnas import config, plots, spaces
 from fitnas.metrics import ranking_report
 from fitnas.pipeline import HOLDOUT, LOOKUP, METRICS, PLOTS, SAMPLES, final_costs, friendly_errors, read_samples, write_json
 from fitnas.predictors import from_settings
-from fitnas.tracking import stage_run
+from fitnas.tracking import preflight, stage_run
 from fitnas.train import seed_everything
 
 
 @friendly_errors
 def main(params_path: str = "params.yaml") -> None:
     p = config.load(params_path)
+    preflight()  # MLflow unreachable: fail now, before any work
     cfg = p.predictor
     seed_everything(p.seed)
     space = spaces.get(p.space.name)

@@ -15,6 +15,7 @@ from fitnas.config import ConfigError
 from fitnas.data import DataError
 from fitnas.search import BudgetError
 from fitnas.spaces.base import ArchError
+from fitnas.tracking import TrackingError
 
 PREPARED = Path("data/prepared")
 TRAIN, VAL, TEST = PREPARED / "train.pt", PREPARED / "val.pt", PREPARED / "test.pt"
@@ -121,7 +122,7 @@ def read_choice(path: Path = CHOICE) -> dict:
     return choice
 
 
-USER_ERRORS = (ConfigError, DataError, BudgetError, ArchError, CheckpointError, SamplesError)
+USER_ERRORS = (ConfigError, DataError, BudgetError, ArchError, CheckpointError, SamplesError, TrackingError)
 
 
 def friendly_errors(main):
