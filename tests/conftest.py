@@ -50,6 +50,22 @@ def write_synthetic_fashion_mnist(folder: Path, n_train: int = 3000, n_test: int
     return folder
 
 
+def write_image_folder(
+    root: Path, classes=("cat", "dog", "owl"), n_train: int = 6, n_test: int = 2, size=(10, 10), mode: str = "RGB"
+) -> Path:
+    """root/train/<class>/k.png and root/test/<class>/k.png; each class has its own colour."""
+    from PIL import Image
+
+    for part, n in (("train", n_train), ("test", n_test)):
+        for label, name in enumerate(classes):
+            folder = root / part / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for k in range(n):
+                colour = (40 + 80 * label, 10 * k, 200 - 60 * label)
+                Image.new("RGB", size, colour).convert(mode).save(folder / f"{k}.png")
+    return root
+
+
 def run(cmd: list[str], cwd: Path, check: bool = True, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # `python` in dvc.yaml
