@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -208,8 +209,12 @@ def download_fashion_mnist(
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-                for chunk in iter(lambda: resp.read(1 << 20), b""):
-                    out.write(chunk)
+                size = int(resp.headers.get("Content-Length") or 0) or None
+                with tqdm(total=size, desc=f"downloading {name}.gz", unit="B", unit_scale=True,
+                          disable=None, leave=False, dynamic_ncols=True) as bar:
+                    for chunk in iter(lambda: resp.read(1 << 20), b""):
+                        out.write(chunk)
+                        bar.update(len(chunk))
             got = _md5(tmp)
             if got != checksums[name]:
                 raise DataError(
