@@ -79,5 +79,5 @@ def test_describe_malformed_arch_shows_the_expected_form(table):
 def test_help_lists_stages_and_queries():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for name in ("prepare", "supernet", "sample", "fit", "search", "retrain", "rankcheck", "lookup", "describe"):
+    for name in ("prepare", "supernet", "sample", "fit", "search", "retrain", "rankcheck", "lookup", "describe", "doctor"):
         assert name in result.output

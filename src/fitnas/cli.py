@@ -92,5 +92,16 @@ def describe(
         typer.echo(f"supernet acc:  {row['supernet_acc']:.4f}  (measured with inherited weights)")
 
 
+@app.command(rich_help_panel="Set-up")
+def doctor(params: Path = typer.Option(Path("params.yaml"), help="The params file to check.")) -> None:
+    """Check this machine: params, dataset, torch and device, dvc.yaml's python, DVC, MLflow; says what to fix."""
+    from fitnas.doctor import report, run_checks
+
+    checks = run_checks(params)
+    typer.echo(report(checks))
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
 if __name__ == "__main__":
     app()

@@ -405,6 +405,42 @@ def detect_format(root: Path) -> str:
                     f"point it at {LAYOUTS}")
 
 
+def check_source(root: str | None, fmt: str, download_dir: Path, system_dir: Path = DEBIAN_DIR) -> str:
+    """Where the data would come from, after cheap checks of its layout (`fitnas doctor`); DataError if unusable.
+
+    Reads no images: a damaged file is only found by `load_dataset`.
+    """
+    if root is None or not str(root).strip():
+        for folder in (Path(system_dir), Path(download_dir)):
+            if folder.is_dir() and not missing_files(folder):
+                return f"Fashion-MNIST IDX files in {folder}"
+        raise DataError(
+            f"Fashion-MNIST is not on this machine ({system_dir}, {download_dir}); prepare will try to download it "
+            f"from {OFFICIAL_URL}. Without internet: sudo apt-get install dataset-fashion-mnist, or set data.root"
+        )
+    folder = Path(root).expanduser()
+    fmt = detect_format(folder) if fmt == "auto" else fmt
+    if fmt == "idx":
+        return f"Fashion-MNIST IDX files in {find_dataset(str(folder), Path(download_dir))}"
+    if fmt == "npz":
+        try:
+            with np.load(folder, allow_pickle=False) as archive:
+                names = set(archive.files)
+        except Exception as err:
+            raise DataError(f"{folder}: unreadable .npz ({type(err).__name__}: {err})") from None
+        missing = [k for k in NPZ_KEYS if k not in names]
+        if missing:
+            raise DataError(f"{folder} lacks {', '.join(missing)}")
+        return f".npz arrays in {folder}"
+    for part in ("train", "test"):
+        if not (folder / part).is_dir():
+            raise DataError(f"{folder}: no {part}/ folder; expected root/train/<class>/<image> and root/test/<class>/<image>")
+    classes = [d for d in (folder / "train").iterdir() if d.is_dir() and not d.name.startswith(".")]
+    if len(classes) < 2:
+        raise DataError(f"{folder / 'train'} has {len(classes)} class folder(s); a classifier needs at least two")
+    return f"image folder {folder} ({len(classes)} classes)"
+
+
 def load_dataset(root: str | None, fmt: str, image_size: int | None, download_dir: Path) -> Dataset:
     """The dataset that `data.root` / `data.format` / `data.image_size` describe, checked."""
     if root is None or not str(root).strip():
