@@ -55,6 +55,7 @@ def main(params_path: str = "params.yaml") -> None:
         report[kind] = ranking_report(holdout[f"pred_{kind}"].to_numpy(), test_y)
         print(f"fit: {kind:6s} held-out Kendall tau {report[kind]['kendall_tau']:.3f}  ({seconds[kind]:.1f}s)", flush=True)
 
+    holdout["predicted"] = holdout[f"pred_{cfg.kind}"]  # the chosen predictor's, for dvc plots
     # The lookup table comes from the chosen predictor refitted on every sample.
     start = time.time()
     predictor = fitted(cfg.kind, archs, y, "on every sample")

@@ -91,6 +91,7 @@ def make_project(project: Path, patch: dict = TINY) -> Path:
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q", "-b", "main"], project)
     run([sys.executable, "-m", "dvc", "init", "-q"], project)
+    shutil.copytree(ROOT / ".dvc" / "plots", project / ".dvc" / "plots")  # dvc.yaml's custom plot templates
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "tiny project"], project)
     return project

@@ -98,6 +98,8 @@ def test_the_pipeline_logs_grouped_runs_to_the_server(server, tracked):
     # Artifacts went through the server into its own store, none into the project.
     artifacts = {a.path for a in client.list_artifacts(by_stage["search"].info.run_id)}
     assert {"pareto.png", "pareto.csv", "choice.json"} <= artifacts
+    for stage, plot in (("supernet", "supernet_curves.png"), ("fit", "fit_scatter.png"), ("retrain", "retrain_curves.png")):
+        assert plot in {a.path for a in client.list_artifacts(by_stage[stage].info.run_id)}, stage
     assert list((home / "artifacts").rglob("pareto.png"))
     assert not (project / "mlruns").exists() and not (project / "mlflow.db").exists()
 
