@@ -122,3 +122,12 @@ def test_a_stage_says_when_the_server_is_down_and_can_run_without_it(server, tra
     off = run([sys.executable, "stages/search.py"], project, env_extra={"MLFLOW_TRACKING_URI": uri, "FITNAS_TRACKING": "off"})
     assert "not tracked (FITNAS_TRACKING=off)" in off.stdout
     assert (project / "results/choice.json").read_bytes() == choice
+
+    # Through DVC: it removes the failing stage's own outputs before running it; they come back from its cache.
+    failed = run([sys.executable, "-m", "dvc", "repro", "-f", "-s", "search"], project, check=False,
+                 env_extra={"MLFLOW_TRACKING_URI": uri})
+    assert failed.returncode != 0 and "the server does not answer" in failed.stdout + failed.stderr
+    assert (project / "results/lookup.csv").is_file() and (project / "models/final.pt").is_file()
+    run([sys.executable, "-m", "dvc", "checkout", "search"], project)
+    assert (project / "results/choice.json").read_bytes() == choice
+    assert "up to date" in run([sys.executable, "-m", "dvc", "status", "dvc.yaml"], project).stdout
