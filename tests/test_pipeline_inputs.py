@@ -91,3 +91,20 @@ def test_choice_file(tmp_path):
         read_choice(path)
     path.write_text(json.dumps({"arch": nb201.EXAMPLE, "predicted_acc": 0.9}))
     assert read_choice(path)["arch"] == nb201.EXAMPLE
+
+
+def test_a_missing_gpu_is_a_clean_error(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from fitnas.stages import supernet
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    (tmp_path / "params.yaml").write_text("device: cuda\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FITNAS_TRACKING", "off")
+    with pytest.raises(SystemExit) as code:
+        supernet.main("params.yaml")
+    assert code.value.code == 1
+    err = capsys.readouterr().err
+    assert "no CUDA GPU is visible; set device: auto" in err and "Traceback" not in err

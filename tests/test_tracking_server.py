@@ -56,6 +56,9 @@ def server(tmp_path_factory):
             if proc.poll() is not None or time.time() > deadline:
                 raise RuntimeError(f"mlflow server did not start:\n{(home / 'server.log').read_text()[-3000:]}")
             time.sleep(1)
+        from mlflow import MlflowClient
+
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)  # first request warms the server up
         yield uri, home, proc
     finally:
         if proc.poll() is None:

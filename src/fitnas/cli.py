@@ -73,7 +73,10 @@ def describe(
     """FLOPs, params and predicted accuracy of one architecture."""
     from fitnas import spaces
 
-    space = spaces.get(space_name)
+    try:
+        space = spaces.get(space_name)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--space") from None
     parsed = space.parse(arch)
     canonical = space.to_str(space.canonical(parsed))
     frame = _table(table)

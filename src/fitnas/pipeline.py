@@ -16,6 +16,7 @@ from fitnas.data import DataError
 from fitnas.search import BudgetError
 from fitnas.spaces.base import ArchError
 from fitnas.tracking import TrackingError
+from fitnas.train import DeviceError
 
 PREPARED = Path("data/prepared")
 TRAIN, VAL, TEST = PREPARED / "train.pt", PREPARED / "val.pt", PREPARED / "test.pt"
@@ -63,7 +64,7 @@ def _read_table(path: Path, needed: set[str], fix: str):
     import pandas as pd
 
     if not path.is_file():
-        raise SamplesError(f"{path} does not exist; {fix}")
+        raise SamplesError(f"{path} {'is a folder, not a table' if path.is_dir() else 'does not exist'}; {fix}")
     try:
         table = pd.read_csv(path)
     except Exception as err:  # empty, binary, ragged rows, bad encoding: pandas raises many types
@@ -122,7 +123,7 @@ def read_choice(path: Path = CHOICE) -> dict:
     return choice
 
 
-USER_ERRORS = (ConfigError, DataError, BudgetError, ArchError, CheckpointError, SamplesError, TrackingError)
+USER_ERRORS = (ConfigError, DataError, BudgetError, ArchError, CheckpointError, SamplesError, TrackingError, DeviceError)
 
 
 def friendly_errors(main):

@@ -24,7 +24,7 @@ from fitnas.config import Params, flatten
 
 DEFAULT_URI_FILE = "mlflow.db"
 OPT_OUT = "FITNAS_TRACKING"  # =off: run the stages without MLflow
-PROBE_TIMEOUT_S = 5
+PROBE_TIMEOUT_S = 30  # a refused connection fails at once; this bounds a server that accepts but hangs
 
 
 class TrackingError(RuntimeError):
@@ -92,10 +92,16 @@ def problem(uri: str | None = None) -> str | None:
             with _quick_requests():
                 MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
         except Exception as err:  # refused, timed out, an HTTP error, bad credentials
-            text = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
-            return f"the server does not answer ({type(err).__name__}: {text})"
+            return f"the server does not answer ({_reason(err)})"
         return None
     return None  # other stores (file:, databricks, SQL servers): MLflow reports their problems itself
+
+
+def _reason(err: Exception) -> str:
+    """The informative part of an HTTP client's error: its root cause, not the retry bookkeeping."""
+    text = " ".join(str(err).split())
+    cause = text.rpartition("(Caused by ")[2].rstrip(")") if "(Caused by " in text else text
+    return f"{type(err).__name__}: {cause[:240]}"
 
 
 def preflight() -> None:
