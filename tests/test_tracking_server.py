@@ -32,6 +32,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """Stop the server and its workers (its own process group): politely, then for sure."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`mlflow server` on 127.0.0.1 with its own backend store and artifact folder; stopped after the module."""
@@ -61,13 +73,7 @@ def server(tmp_path_factory):
         MlflowClient(tracking_uri=uri).search_experiments(max_results=1)  # first request warms the server up
         yield uri, home, proc
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
+        stop(proc)
         log.close()
 
 
@@ -110,8 +116,7 @@ def test_the_pipeline_logs_grouped_runs_to_the_server(server, tracked):
 def test_a_stage_says_when_the_server_is_down_and_can_run_without_it(server, tracked):
     uri, _, proc = server
     project, _ = tracked
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
+    stop(proc)
     choice = (project / "results/choice.json").read_bytes()
     (project / "results/choice.json").unlink()
 
