@@ -131,11 +131,14 @@ def test_a_stage_says_when_the_server_is_down_and_can_run_without_it(server, tra
     assert "not tracked (FITNAS_TRACKING=off)" in off.stdout
     assert (project / "results/choice.json").read_bytes() == choice
 
-    # Through DVC: it removes the failing stage's own outputs before running it; they come back from its cache.
+    # Through DVC: it removes the failing stage's cached outputs before running it; they come back from
+    # its cache. Uncached metrics persist (DVC could not restore them).
+    metrics = (project / "metrics/search.json").read_bytes()
     failed = run([sys.executable, "-m", "dvc", "repro", "-f", "-s", "search"], project, check=False,
                  env_extra={"MLFLOW_TRACKING_URI": uri})
     assert failed.returncode != 0 and "the server does not answer" in failed.stdout + failed.stderr
     assert (project / "results/lookup.csv").is_file() and (project / "models/final.pt").is_file()
+    assert (project / "metrics/search.json").read_bytes() == metrics
     run([sys.executable, "-m", "dvc", "checkout", "search"], project)
     assert (project / "results/choice.json").read_bytes() == choice
     assert "up to date" in run([sys.executable, "-m", "dvc", "status", "dvc.yaml"], project).stdout
