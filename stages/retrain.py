@@ -1,6 +1,5 @@
 """Stage 6: train the chosen architecture from scratch and test it once."""
 
-import json
 import time
 
 import pandas as pd
@@ -8,18 +7,20 @@ import pandas as pd
 from fitnas import config, data, plots, spaces
 from fitnas.costs import count_flops, count_params
 from fitnas.pipeline import CHOICE, FINAL_MODEL, METRICS, PLOTS, TEST, TRAIN, VAL, final_shape, friendly_errors, write_json
-from fitnas.tracking import stage_run
+from fitnas.pipeline import read_choice
+from fitnas.tracking import preflight, stage_run
 from fitnas.train import evaluate, pick_device, save_atomic, seed_everything, sgd_one_cycle, train_epoch
 
 
 @friendly_errors
 def main(params_path: str = "params.yaml") -> None:
     p = config.load(params_path)
+    preflight()  # MLflow unreachable: fail now, before any work
     cfg = p.retrain
     seed_everything(p.seed)
     device = pick_device(p.device)
     space = spaces.get(p.space.name)
-    choice = json.loads(CHOICE.read_text())
+    choice = read_choice(CHOICE)
     arch = space.canonical(space.parse(choice["arch"]))
     shape, size = final_shape(p, space)
     net = space.build(arch, shape)

@@ -8,13 +8,14 @@ import pandas as pd
 from fitnas import config, spaces
 from fitnas.pipeline import METRICS, SAMPLES, final_costs, friendly_errors, write_json
 from fitnas.scoring import SupernetScorer
-from fitnas.tracking import stage_run
+from fitnas.tracking import preflight, stage_run
 from fitnas.train import pick_device, progress, seed_everything
 
 
 @friendly_errors
 def main(params_path: str = "params.yaml") -> None:
     p = config.load(params_path)
+    preflight()  # MLflow unreachable: fail now, before any work
     cfg = p.sample
     seed_everything(p.seed)
     device = pick_device(p.device)

@@ -7,7 +7,7 @@ import pandas as pd
 
 from fitnas import config, data, plots, spaces
 from fitnas.pipeline import METRICS, PLOTS, SUPERNET, TRAIN, VAL, friendly_errors, write_json
-from fitnas.tracking import stage_run
+from fitnas.tracking import preflight, stage_run
 from fitnas.train import (
     evaluate,
     pick_device,
@@ -22,6 +22,7 @@ from fitnas.train import (
 @friendly_errors
 def main(params_path: str = "params.yaml") -> None:
     p = config.load(params_path)
+    preflight()  # MLflow unreachable: fail now, before any work
     cfg = p.supernet
     seed_everything(p.seed)
     device = pick_device(p.device)

@@ -16,9 +16,13 @@ from tqdm import tqdm
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
+class DeviceError(RuntimeError):
+    """The device params.yaml asks for is not there; stages report it without a traceback."""
+
+
 def pick_device(preference: str = "auto") -> torch.device:
     if preference == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was asked for in params.yaml but no CUDA GPU is visible; set device: auto")
+        raise DeviceError("device: cuda was asked for in params.yaml but no CUDA GPU is visible; set device: auto")
     if preference == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(preference)
