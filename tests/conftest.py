@@ -61,20 +61,26 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
     return result
 
 
-@pytest.fixture(scope="session")
-def tiny_project(tmp_path_factory) -> Path:
+def make_tiny_project(project: Path, data_root: str | None = None) -> Path:
     """A copy of the project (code, dvc.yaml, tiny params) in a fresh git + DVC repository."""
-    project = tmp_path_factory.mktemp("project")
+    project.mkdir(exist_ok=True)
     for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, project / name)
     for name in ("stages", "src", "rankcheck"):
         shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     params = merged(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
-    if not Path(data.DEBIAN_DIR).is_dir():
-        params["data"]["root"] = str(write_synthetic_fashion_mnist(project.parent / "fmnist"))
+    params["data"]["root"] = data_root
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q", "-b", "main"], project)
     run([sys.executable, "-m", "dvc", "init", "-q"], project)
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "tiny project"], project)
     return project
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory) -> Path:
+    data_root = None
+    if not Path(data.DEBIAN_DIR).is_dir():
+        data_root = str(write_synthetic_fashion_mnist(tmp_path_factory.mktemp("fmnist")))
+    return make_tiny_project(tmp_path_factory.mktemp("project"), data_root)

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# A Debian bookworm base image with Python 3.11, made on this machine, for builds that cannot reach an
+# image registry: mmdebstrap a minimal root filesystem and `docker import` it. Prints the image's name.
+# Whatever exists is reused: the image in the daemon (DOCKER_HOST), else the cached tarball in
+# $FITNAS_DOCKER_CACHE (default ~/.cache/fitnas-docker). The name carries a hash of this script, so
+# changing the package list below makes a new base.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE=${FITNAS_DOCKER_CACHE:-$HOME/.cache/fitnas-docker}
+MIRROR=${FITNAS_DEBIAN_MIRROR:-http://deb.debian.org}
+NAME=fitnas-base:bookworm-$(sha256sum scripts/docker-base.sh | cut -c1-12)
+
+if docker image inspect "$NAME" >/dev/null 2>&1; then
+  echo "$NAME"
+  exit 0
+fi
+
+tarball="$CACHE/${NAME/:/-}.tar"
+if [ ! -s "$tarball" ]; then
+  command -v mmdebstrap >/dev/null || { echo "docker-base: mmdebstrap is missing: bash scripts/docker-setup.sh" >&2; exit 1; }
+  mkdir -p "$CACHE"
+  echo "docker-base: mmdebstrap bookworm into $tarball" >&2
+  # variant apt: Essential packages and apt; git for DVC; no documentation.
+  mmdebstrap --quiet --format=tar --variant=apt --include=python3,python3-venv,git,ca-certificates \
+    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
+    bookworm "$tarball.tmp.$$" \
+    "deb $MIRROR/debian bookworm main" \
+    "deb $MIRROR/debian bookworm-updates main" \
+    "deb $MIRROR/debian-security bookworm-security main" >&2
+  mv "$tarball.tmp.$$" "$tarball"  # whole or absent, for a run interrupted or running beside another
+fi
+docker import --change 'CMD ["/bin/bash"]' "$tarball" "$NAME" >/dev/null
+echo "$NAME"
