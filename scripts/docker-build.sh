@@ -34,4 +34,5 @@ export DOCKER_BUILDKIT=0
 # The build stage gets a name of its own, so that pruning below keeps it as the next build's cache.
 docker build "${args[@]}" --target build -t "${TAG%%:*}:build-stage" .
 docker build "${args[@]}" -t "$TAG" .
-docker image prune -f >/dev/null  # layers that no tagged image uses any more
+# Layers no tagged image uses any more, among those built on our base only (the daemon may be yours).
+docker image prune -f --filter label=fitnas.base >/dev/null
