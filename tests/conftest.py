@@ -81,6 +81,7 @@ def run(cmd: list[str], cwd: Path, check: bool = True, env_extra: dict[str, str]
 
 def make_project(project: Path, patch: dict = TINY) -> Path:
     """A copy of the project (code, dvc.yaml, params patched) in a fresh git + DVC repository."""
+    project.mkdir(parents=True, exist_ok=True)
     for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, project / name)
     for name in ("stages", "src", "rankcheck"):
