@@ -13,8 +13,10 @@ from pathlib import Path
 from fitnas.checkpoints import CheckpointError
 from fitnas.config import ConfigError
 from fitnas.data import DataError
+from fitnas.distributed import DistributedError
 from fitnas.search import BudgetError
 from fitnas.spaces.base import ArchError
+from fitnas.train import Interrupted, NonFiniteLoss
 
 PREPARED = Path("data/prepared")
 TRAIN, VAL, TEST = PREPARED / "train.pt", PREPARED / "val.pt", PREPARED / "test.pt"
@@ -90,7 +92,7 @@ def read_lookup(path: Path):
     return table
 
 
-USER_ERRORS = (ConfigError, DataError, BudgetError, ArchError, CheckpointError, SamplesError)
+USER_ERRORS = (ConfigError, DataError, BudgetError, ArchError, CheckpointError, SamplesError, NonFiniteLoss, DistributedError)
 
 
 def friendly_errors(main):
@@ -103,5 +105,8 @@ def friendly_errors(main):
         except USER_ERRORS as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(1)
+        except Interrupted as err:
+            print(f"stopped: {err}", file=sys.stderr)
+            sys.exit(err.exit_code)
 
     return wrapper

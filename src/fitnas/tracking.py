@@ -70,15 +70,31 @@ class StageRun:
                 self.client.set_tag(self.parent_id, key, value)
 
 
-class stage_run:
-    """Context manager: `with stage_run("fit", params) as run: run.log_metrics(...)`."""
+class NoRun:
+    """Where ranks other than 0 log under torchrun: nowhere."""
 
-    def __init__(self, stage: str, params: Params, params_path: str | Path = "params.yaml"):
+    def log_params(self, *args, **kwargs) -> None:
+        pass
+
+    log_metrics = log_artifact = set_tags = log_params
+
+
+class stage_run:
+    """Context manager: `with stage_run("fit", params) as run: run.log_metrics(...)`.
+
+    With `enabled=False` (every rank but 0 under torchrun) it logs nothing.
+    """
+
+    def __init__(self, stage: str, params: Params, params_path: str | Path = "params.yaml", enabled: bool = True):
         self.stage = stage
         self.params = params
         self.params_path = Path(params_path)
+        self.enabled = enabled
 
-    def __enter__(self) -> StageRun:
+    def __enter__(self) -> StageRun | NoRun:
+        if not self.enabled:
+            self.run = None
+            return NoRun()
         from mlflow import MlflowClient
 
         uri = tracking_uri()
@@ -96,7 +112,14 @@ class stage_run:
         return self.run
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.run.client.set_terminated(self.run.run_id, "FAILED" if exc_type else "FINISHED")
+        if self.run is None:
+            return
+        status = "FINISHED"
+        if exc_type is not None:
+            # Stopped by a signal (the stage resumes when run again) is not a failure.
+            stopped = issubclass(exc_type, KeyboardInterrupt) or hasattr(exc, "signum")
+            status = "KILLED" if stopped else "FAILED"
+        self.run.client.set_terminated(self.run.run_id, status)
 
     def _experiment(self, client, uri: str) -> str:
         name = self.params.mlflow.experiment
@@ -119,7 +142,9 @@ class stage_run:
             parent_id = parents[0].info.run_id
             siblings = client.search_runs(
                 [experiment_id],
-                filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`fitnas.stage` = '{self.stage}'",
+                # A stage that failed or was stopped there is re-run or resumed within the same execution.
+                filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`fitnas.stage` = '{self.stage}'"
+                " and attributes.status = 'FINISHED'",
                 max_results=1,
             )
             if not siblings:
