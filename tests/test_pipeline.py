@@ -78,16 +78,20 @@ def test_a_second_run_from_clean_gives_identical_results(reproduced, tmp_path):
     project, _ = reproduced
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
-    assert not (clone / "models").exists()
+    assert not (clone / "models/supernet.pt").exists()
     result = run([sys.executable, "-m", "dvc", "repro"], clone)
     assert ran_stages(result.stdout) == STAGES
     for name in ("prepare", "supernet", "sample", "fit", "search", "final"):
         first, second = (json.loads((root / f"metrics/{name}.json").read_text()) for root in (project, clone))
         assert untimed(second) == untimed(first), name
-    texts = [p.relative_to(project) for folder in ("results", "metrics", "plots") for p in sorted((project / folder).iterdir())]
-    assert len(texts) > 15
-    for path in texts:
-        if path.suffix in (".csv", ".png") or path.name == "choice.json":
+    files = [p.relative_to(project) for folder in ("results", "metrics", "plots") for p in sorted((project / folder).iterdir())]
+    assert len(files) > 15
+    for path in files:
+        if path.suffix == ".csv":
+            # The random forest baseline (n_jobs=-1) sums its trees in thread order: the last bit of
+            # its predictions may differ, so tables agree to 1e-9, not bit for bit.
+            pd.testing.assert_frame_equal(pd.read_csv(clone / path), pd.read_csv(project / path), check_exact=False, rtol=1e-9)
+        elif path.suffix == ".png" or path.name == "choice.json":
             assert (clone / path).read_bytes() == (project / path).read_bytes(), path
     # torch.save writes a random id into every file, so weights and splits are compared as tensors.
     for path in ("models/supernet.pt", "models/final.pt", "data/prepared/train.pt", "data/prepared/test.pt"):
@@ -196,7 +200,7 @@ def test_a_supernet_param_change_reruns_everything_downstream(reproduced):
     # Last: it moves the workspace to a new experiment.
     project, _ = reproduced
     run(["git", "checkout", "params.yaml", "dvc.lock"], project)
-    run([sys.executable, "-m", "dvc", "checkout", "-q"], project)
+    run([sys.executable, "-m", "dvc", "checkout", "dvc.yaml"], project)
     assert "up to date" in run([sys.executable, "-m", "dvc", "status", "dvc.yaml"], project).stdout
     result = run([sys.executable, "-m", "dvc", "exp", "run", "-S", "supernet.lr=0.05"], project)
     assert ran_stages(result.stdout) == STAGES - {"prepare"}

@@ -124,7 +124,8 @@ def train_epoch(
     device = params[0].device
     model.train()
     total = len(batches) if hasattr(batches, "__len__") else None
-    for step, (x, y) in enumerate(progress(batches, desc, total=total)):
+    shown = progress(batches, desc, total=total) if world.is_main else batches  # one bar, rank 0's
+    for step, (x, y) in enumerate(shown):
         if step < state.steps:
             continue
         n = len(y)
