@@ -4,7 +4,6 @@ One process or several under torchrun, like the supernet; a stopped or killed ru
 last checkpoint when started again.
 """
 
-import json
 import time
 from pathlib import Path
 
@@ -12,14 +11,15 @@ import pandas as pd
 
 from fitnas import checkpoints, config, data, distributed, plots, spaces, train as train_module
 from fitnas.costs import count_flops, count_params
-from fitnas.pipeline import CHOICE, FINAL_MODEL, METRICS, PLOTS, TEST, TRAIN, VAL, final_shape, friendly_errors, write_json
-from fitnas.tracking import stage_run
+from fitnas.pipeline import CHOICE, FINAL_MODEL, METRICS, PLOTS, TEST, TRAIN, VAL, final_shape, friendly_errors, read_choice, write_json
+from fitnas.tracking import preflight, stage_run
 from fitnas.train import EpochState, Interrupted, NonFiniteLoss, StopRequest, evaluate, seed_everything, sgd_one_cycle, train_epoch
 
 
 @friendly_errors
 def main(params_path: str = "params.yaml") -> None:
     p = config.load(params_path)
+    preflight()  # MLflow unreachable: fail now, before any work
     with distributed.session(p.distributed, p.device) as world:
         retrain(p, params_path, world)
 
@@ -36,7 +36,7 @@ def retrain(p: config.Params, params_path: str, world: distributed.World) -> Non
     device = world.device
     seed_everything(p.seed)
     space = spaces.get(p.space.name)
-    choice = json.loads(CHOICE.read_text())
+    choice = read_choice(CHOICE)
     arch = space.canonical(space.parse(choice["arch"]))
     shape, size = final_shape(p, space)
     net = space.build(arch, shape)

@@ -12,13 +12,14 @@ import pandas as pd
 from fitnas import config, distributed, spaces
 from fitnas.pipeline import METRICS, SAMPLES, final_costs, friendly_errors, write_json
 from fitnas.scoring import SupernetScorer
-from fitnas.tracking import stage_run
+from fitnas.tracking import preflight, stage_run
 from fitnas.train import progress, seed_everything
 
 
 @friendly_errors
 def main(params_path: str = "params.yaml") -> None:
     p = config.load(params_path)
+    preflight()  # MLflow unreachable: fail now, before any work
     with distributed.session(p.distributed, p.device) as world:
         sample(p, params_path, world)
 

@@ -3,12 +3,13 @@
 from fitnas import config, plots
 from fitnas.pipeline import CHOICE, LOOKUP, METRICS, PARETO, PLOTS, TOPK, friendly_errors, read_lookup, write_json
 from fitnas.search import Budget, pareto_front, top_k, within_budget
-from fitnas.tracking import stage_run
+from fitnas.tracking import preflight, stage_run
 
 
 @friendly_errors
 def main(params_path: str = "params.yaml") -> None:
     p = config.load(params_path)
+    preflight()  # MLflow unreachable: fail now, before any work
     table = read_lookup(LOOKUP)
     budget = Budget(p.budget.flops, p.budget.params)
     best = top_k(table, budget, p.search.top_k)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from fitnas import checkpoints, config, data, distributed, plots, spaces, train as train_module
 from fitnas.pipeline import METRICS, PLOTS, SUPERNET, TRAIN, VAL, friendly_errors, write_json
-from fitnas.tracking import stage_run
+from fitnas.tracking import preflight, stage_run
 from fitnas.train import (
     EpochState,
     Interrupted,
@@ -29,6 +29,7 @@ from fitnas.train import (
 @friendly_errors
 def main(params_path: str = "params.yaml") -> None:
     p = config.load(params_path)
+    preflight()  # MLflow unreachable: fail now, before any work
     with distributed.session(p.distributed, p.device) as world:
         train_supernet(p, params_path, world)
 

@@ -50,42 +50,64 @@ def write_synthetic_fashion_mnist(folder: Path, n_train: int = 3000, n_test: int
     return folder
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+def write_image_folder(
+    root: Path, classes=("cat", "dog", "owl"), n_train: int = 6, n_test: int = 2, size=(10, 10), mode: str = "RGB"
+) -> Path:
+    """root/train/<class>/k.png and root/test/<class>/k.png; each class has its own colour."""
+    from PIL import Image
+
+    for part, n in (("train", n_train), ("test", n_test)):
+        for label, name in enumerate(classes):
+            folder = root / part / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for k in range(n):
+                colour = (40 + 80 * label, 10 * k, 200 - 60 * label)
+                Image.new("RGB", size, colour).convert(mode).save(folder / f"{k}.png")
+    return root
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # `python` in dvc.yaml
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("FITNAS_TRACKING", None)
     env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    env.update(env_extra or {})
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1500)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result
 
 
-@pytest.fixture(scope="session")
-def tiny_project(tmp_path_factory) -> Path:
-    """A copy of the project (code, dvc.yaml, tiny params) in a fresh git + DVC repository."""
-    project = tmp_path_factory.mktemp("project")
+def make_project(project: Path, patch: dict = TINY) -> Path:
+    """A copy of the project (code, dvc.yaml, params patched) in a fresh git + DVC repository."""
+    project.mkdir(parents=True, exist_ok=True)
     for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, project / name)
     for name in ("stages", "src", "rankcheck"):
         shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    params = merged(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
-    if not Path(data.DEBIAN_DIR).is_dir():
+    params = merged(yaml.safe_load((ROOT / "params.yaml").read_text()), patch)
+    if not Path(data.DEBIAN_DIR).is_dir() and params["data"]["root"] is None:
         params["data"]["root"] = str(write_synthetic_fashion_mnist(project.parent / "fmnist"))
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q", "-b", "main"], project)
     run([sys.executable, "-m", "dvc", "init", "-q"], project)
+    shutil.copytree(ROOT / ".dvc" / "plots", project / ".dvc" / "plots")  # dvc.yaml's custom plot templates
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "tiny project"], project)
     return project
 
 
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory) -> Path:
+    """A copy of the project (code, dvc.yaml, tiny params) in a fresh git + DVC repository."""
+    return make_project(tmp_path_factory.mktemp("project"))
 # --------------------------------------------------------------------------
 # Stages run on their own, in a folder of tiny prepared data (tests/stages/)
 
 STAGE_TINY = {
     "supernet": {"epochs": 3},
-    "sample": {"n": 8, "val_limit": 200},
+    "sample": {"n": 12, "val_limit": 200},  # 12: the least the fit accepts (config: 10 to fit, 2 held out)
     "final": {"channels": 4},
     "retrain": {"epochs": 3, "augment": True},
 }
@@ -130,6 +152,7 @@ def run_and_signal(project: Path, stage: str, sig: int, wait_for_change_of: Path
     before = wait_for_change_of.stat().st_mtime_ns if wait_for_change_of is not None else None
     env = dict(os.environ)
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("FITNAS_TRACKING", None)
     proc = subprocess.Popen(stage_command(stage), cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 600

@@ -100,6 +100,28 @@ def test_a_second_run_from_clean_gives_identical_results(reproduced, tmp_path):
         for key, value in tensors.items():
             assert torch.equal((second["model"] if "model" in second else second)[key], value), (path, key)
     assert "up to date" in run([sys.executable, "-m", "dvc", "status", "dvc.yaml"], clone).stdout
+def test_dvc_plots_render_every_declared_plot(reproduced):
+    project, _ = reproduced
+    shown = run([sys.executable, "-m", "dvc", "plots", "show", "--json"], project)
+    payload = json.loads(shown.stdout)
+    # The rank check's plots (rankcheck/dvc.yaml) exist once it has run: the last test checks them.
+    missing = {e["source"] for e in payload.get("errors", [])}
+    assert missing <= {"results/rankcheck.csv", "plots/rankcheck.png"}, payload["errors"]
+    plots = payload["data"]
+    declared = [next(iter(p)) if isinstance(p, dict) else p for p in yaml.safe_load((project / "dvc.yaml").read_text())["plots"]]
+    for name in declared:
+        assert plots.get(name), f"{name} rendered nothing"
+    for name in declared:
+        for plot in plots[name]:
+            if plot["type"] == "vega":
+                assert plot["content"]["data"]["values"], name
+    pareto = next(plots[n][0]["content"]["data"]["values"] for n in declared if n.startswith("Pareto front"))
+    chosen = json.loads((project / "results/choice.json").read_text())
+    topk = [row for row in pareto if row["filename"] == "topk.csv"]
+    assert topk[0]["arch"] == chosen["arch"]  # the template marks the first top-k row as the chosen one
+    html = run([sys.executable, "-m", "dvc", "plots", "show", "-o", "plots_html"], project)
+    assert (project / "plots_html/index.html").is_file(), html.stdout
+    assert "vegaEmbed" in (project / "plots_html/index.html").read_text()
 
 
 def test_mlflow_groups_the_stages_under_one_parent(reproduced):
@@ -182,6 +204,10 @@ def test_rankcheck_is_off_the_default_path_and_reports_every_ranking(reproduced)
         assert -1.0 <= low <= tau <= high <= 1.0
     assert (project / "plots/rankcheck.png").is_file()
     assert "up to date" in run([sys.executable, "-m", "dvc", "status", "rankcheck/dvc.yaml"], project).stdout
+    shown = json.loads(run([sys.executable, "-m", "dvc", "plots", "show", "--json"], project).stdout)
+    assert not shown.get("errors"), shown["errors"]
+    rank_plot = shown["data"]["Rank check (stand-alone accuracy against each cheap ranking)"][0]
+    assert len(rank_plot["content"]["data"]["values"]) == 2 * len(table)  # supernet and predicted, per network
 
     # Networks already trained come from the cache: a forced re-run trains none.
     again = run([sys.executable, "-m", "dvc", "repro", "-f", "-s", "rankcheck/dvc.yaml:rankcheck"], project)

@@ -73,7 +73,10 @@ def describe(
     """FLOPs, params and predicted accuracy of one architecture."""
     from fitnas import spaces
 
-    space = spaces.get(space_name)
+    try:
+        space = spaces.get(space_name)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--space") from None
     parsed = space.parse(arch)
     canonical = space.to_str(space.canonical(parsed))
     frame = _table(table)
@@ -90,6 +93,17 @@ def describe(
     typer.echo(f"predicted acc: {row['predicted_acc']:.4f}  (rank {rank} of {len(frame)} distinct networks)")
     if "supernet_acc" in frame and row["supernet_acc"] == row["supernet_acc"]:
         typer.echo(f"supernet acc:  {row['supernet_acc']:.4f}  (measured with inherited weights)")
+
+
+@app.command(rich_help_panel="Set-up")
+def doctor(params: Path = typer.Option(Path("params.yaml"), help="The params file to check.")) -> None:
+    """Check this machine: params, dataset, torch and device, dvc.yaml's python, DVC, MLflow; says what to fix."""
+    from fitnas.doctor import report, run_checks
+
+    checks = run_checks(params)
+    typer.echo(report(checks))
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

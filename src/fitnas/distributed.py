@@ -26,6 +26,10 @@ class DistributedError(RuntimeError):
     """The launch does not match the settings; the message says which to change."""
 
 
+class DeviceError(RuntimeError):
+    """The device params.yaml asks for is not there; stages report it without a traceback."""
+
+
 @dataclass(frozen=True)
 class World:
     """This process's place among the processes torchrun started (rank 0 of 1 when run alone)."""
@@ -112,11 +116,11 @@ def launched_world_size() -> int:
 def pick_device(preference: str = "auto", local_rank: int = 0) -> torch.device:
     """CUDA when asked for or (auto) when a GPU is visible, else CPU; one GPU per process on a node."""
     if preference == "cuda" and not torch.cuda.is_available():
-        raise DistributedError("device: cuda was asked for in params.yaml but no CUDA GPU is visible; set device: auto")
+        raise DeviceError("device: cuda was asked for in params.yaml but no CUDA GPU is visible; set device: auto")
     if preference == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     if local_rank >= torch.cuda.device_count():
-        raise DistributedError(
+        raise DeviceError(
             f"process {local_rank} on this node has no GPU of its own ({torch.cuda.device_count()} visible); "
             "start at most one process per GPU (torchrun --nproc_per_node)"
         )

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from fitnas.distributed import World, pick_device  # noqa: F401  (pick_device: the stages import it from here)
+from fitnas.distributed import DeviceError, World, pick_device  # noqa: F401  (the stages import these from here)
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
