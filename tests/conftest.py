@@ -102,3 +102,85 @@ def make_project(project: Path, patch: dict = TINY) -> Path:
 def tiny_project(tmp_path_factory) -> Path:
     """A copy of the project (code, dvc.yaml, tiny params) in a fresh git + DVC repository."""
     return make_project(tmp_path_factory.mktemp("project"))
+# --------------------------------------------------------------------------
+# Stages run on their own, in a folder of tiny prepared data (tests/stages/)
+
+STAGE_TINY = {
+    "supernet": {"epochs": 3},
+    "sample": {"n": 12, "val_limit": 200},  # 12: the least the fit accepts (config: 10 to fit, 2 held out)
+    "final": {"channels": 4},
+    "retrain": {"epochs": 3, "augment": True},
+}
+
+
+def stage_project(folder: Path, patch: dict | None = None) -> Path:
+    """A folder a stage script runs in: tiny params and small synthetic splits, as `prepare` would write them."""
+    params = merged(merged(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY), merged(STAGE_TINY, patch or {}))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    rng = np.random.default_rng(0)
+    for name, n in (("train", 640), ("val", 200), ("test", 200)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+        for k in range(10):
+            images[labels == k, 2 + 2 * k : 8 + 2 * k, 4:10] = 220
+        data.save_split(folder / "data" / "prepared" / f"{name}.pt", images, labels, data.FASHION_MNIST_CLASSES)
+    return folder
+
+
+def stage_command(stage: str, processes: int = 1) -> list[str]:
+    script = str(ROOT / "stages" / f"{stage}.py")
+    if processes == 1:
+        return [sys.executable, script]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", script]
+
+
+def resume_files(project: Path) -> list[Path]:
+    return sorted((project / ".fitnas" / "resume").glob("*.pt"))
+
+
+def run_and_signal(project: Path, stage: str, sig: int, wait_for_change_of: Path | None = None) -> subprocess.CompletedProcess:
+    """Start a stage, wait for its first epoch checkpoint (or for a new version of a given one), send `sig`."""
+    import signal
+    import time
+
+    def ready() -> bool:
+        if wait_for_change_of is None:
+            return bool(resume_files(project))
+        return wait_for_change_of.is_file() and wait_for_change_of.stat().st_mtime_ns != before
+
+    before = wait_for_change_of.stat().st_mtime_ns if wait_for_change_of is not None else None
+    env = dict(os.environ)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("FITNAS_TRACKING", None)
+    proc = subprocess.Popen(stage_command(stage), cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 600
+        while not ready():
+            if proc.poll() is not None or time.time() > deadline:
+                out, err = proc.communicate()
+                raise AssertionError(f"{stage} ended ({proc.returncode}) before its checkpoint:\n{out[-3000:]}\n{err[-3000:]}")
+            time.sleep(0.02)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.fixture(scope="session")
+def supernet_project(tmp_path_factory) -> Path:
+    """A stage folder in which the supernet has been trained once, without interruption (the reference)."""
+    import torch
+
+    project = stage_project(tmp_path_factory.mktemp("stages") / "supernet")
+    run(stage_command("supernet"), project)
+    reference = project / "reference"
+    reference.mkdir()
+    shutil.copy(project / "metrics" / "supernet_history.csv", reference)
+    shutil.copy(project / "models" / "supernet.pt", reference)
+    assert not resume_files(project), "a finished run leaves no resume checkpoint"
+    assert torch.load(reference / "supernet.pt", weights_only=True)["epoch"] == 3
+    return project

@@ -117,6 +117,7 @@ class Mlflow(Section):
 class Params(Section):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    distributed: Literal["auto", "off"] = "auto"  # auto: join torchrun's process group when launched by torchrun
     data: Data = Data()
     space: Space = Space()
     supernet: Supernet = Supernet()

@@ -13,10 +13,11 @@ from pathlib import Path
 from fitnas.checkpoints import CheckpointError
 from fitnas.config import ConfigError
 from fitnas.data import DataError
+from fitnas.distributed import DistributedError
 from fitnas.search import BudgetError
 from fitnas.spaces.base import ArchError
 from fitnas.tracking import TrackingError
-from fitnas.train import DeviceError
+from fitnas.train import DeviceError, Interrupted, NonFiniteLoss
 
 PREPARED = Path("data/prepared")
 TRAIN, VAL, TEST = PREPARED / "train.pt", PREPARED / "val.pt", PREPARED / "test.pt"
@@ -123,7 +124,18 @@ def read_choice(path: Path = CHOICE) -> dict:
     return choice
 
 
-USER_ERRORS = (ConfigError, DataError, BudgetError, ArchError, CheckpointError, SamplesError, TrackingError, DeviceError)
+USER_ERRORS = (
+    ConfigError,
+    DataError,
+    BudgetError,
+    ArchError,
+    CheckpointError,
+    SamplesError,
+    TrackingError,
+    DeviceError,
+    NonFiniteLoss,
+    DistributedError,
+)
 
 
 def friendly_errors(main):
@@ -136,5 +148,8 @@ def friendly_errors(main):
         except USER_ERRORS as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(1)
+        except Interrupted as err:
+            print(f"stopped: {err}", file=sys.stderr)
+            sys.exit(err.exit_code)
 
     return wrapper

@@ -47,8 +47,14 @@ class SupernetScorer:
         self.val_batches = data.Batches(val, cfg.batch_size, shuffle=False, seed=p.seed, device=device)
         self.bn_batches = cfg.bn_batches
 
-    def score(self, arch: tuple[int, ...]) -> tuple[float, float]:
-        """Validation loss and accuracy of one sub-network with inherited weights."""
+    def score(self, arch: tuple[int, ...], index: int | None = None) -> tuple[float, float]:
+        """Validation loss and accuracy of one sub-network with inherited weights.
+
+        `index` picks the shuffle that calibrates it (the index-th), so a network scored on any rank
+        of a sharded run gets what it would get as the index-th network of a single process.
+        """
+        if index is not None:
+            self.calibration.set_epoch(index)
         self.net.set_arch(arch)
         recalibrate_batchnorm(self.net, self.calibration, self.bn_batches)
         return evaluate(self.net, self.val_batches)

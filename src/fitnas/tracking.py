@@ -197,14 +197,21 @@ class NullRun(StageRun):
 
 
 class stage_run:
-    """Context manager: `with stage_run("fit", params) as run: run.log_metrics(...)`."""
+    """Context manager: `with stage_run("fit", params) as run: run.log_metrics(...)`.
 
-    def __init__(self, stage: str, params: Params, params_path: str | Path = "params.yaml"):
+    With `enabled=False` (every rank but 0 under torchrun) or FITNAS_TRACKING=off it logs nothing.
+    """
+
+    def __init__(self, stage: str, params: Params, params_path: str | Path = "params.yaml", enabled: bool = True):
         self.stage = stage
         self.params = params
         self.params_path = Path(params_path)
+        self.enabled = enabled
 
     def __enter__(self) -> StageRun:
+        if not self.enabled:
+            self.run = NullRun()
+            return self.run
         if not enabled():
             print(f"[mlflow] {self.stage}: not tracked ({OPT_OUT}=off)")
             self.run = NullRun()
@@ -229,8 +236,13 @@ class stage_run:
     def __exit__(self, exc_type, exc, tb) -> None:
         if isinstance(self.run, NullRun) or exc_type is TrackingError:
             return  # nothing to close, or the store failed and closing would fail the same way
+        status = "FINISHED"
+        if exc_type is not None:
+            # Stopped by a signal (the stage resumes when run again) is not a failure.
+            stopped = issubclass(exc_type, KeyboardInterrupt) or hasattr(exc, "signum")
+            status = "KILLED" if stopped else "FAILED"
         with _guard(self.run.uri):
-            self.run.client.set_terminated(self.run.run_id, "FAILED" if exc_type else "FINISHED")
+            self.run.client.set_terminated(self.run.run_id, status)
 
     def _experiment(self, client, uri: str) -> str:
         name = self.params.mlflow.experiment
@@ -253,7 +265,9 @@ class stage_run:
             parent_id = parents[0].info.run_id
             siblings = client.search_runs(
                 [experiment_id],
-                filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`fitnas.stage` = '{self.stage}'",
+                # A stage that failed or was stopped there is re-run or resumed within the same execution.
+                filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`fitnas.stage` = '{self.stage}'"
+                " and attributes.status = 'FINISHED'",
                 max_results=1,
             )
             if not siblings:
