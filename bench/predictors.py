@@ -15,7 +15,10 @@ through `fitnas.predictors.from_settings`.
     python bench/predictors.py TABLE --sizes 156 --seeds 2 --predictors gcn,rf   # a quick look
 
 Writes bench/results/predictors.json (every run and the means), predictors.md
-(the tables) and predictors.png (tau vs N).
+(the tables) and predictors.png (tau vs N). Every finished run is also appended
+to predictors.runs.jsonl at once; `--resume` skips the runs found there, so an
+interrupted benchmark goes on where it stopped. Runs go seed by seed, every N
+and the noise study per seed, so a stopped run has every column at fewer seeds.
 """
 
 from __future__ import annotations
@@ -91,6 +94,14 @@ def one_run(kind: str, settings: PredictorSettings, archs: list, truth: np.ndarr
             "fit_seconds": fit_seconds, "query_seconds": query_seconds}
 
 
+def read_journal(path: Path, settings: dict) -> list[dict]:
+    """Runs finished earlier with the same predictor settings (others are dropped: they measured something else)."""
+    if not path.is_file():
+        return []
+    runs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [{k: v for k, v in run.items() if k != "settings"} for run in runs if run.get("settings") == settings]
+
+
 def summarise(runs: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(runs)
     metrics = ["kendall_tau", "spearman_rho", "precision_top1", "precision_top5", "fit_seconds", "query_seconds"]
@@ -159,6 +170,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=None, help="override predictor.epochs (quick runs)")
     parser.add_argument("--ensemble", type=int, default=None, help="override predictor.ensemble (quick runs)")
     parser.add_argument("--out", default="bench/results", help="folder for predictors.json/.md/.png")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the runs of predictors.runs.jsonl made with the same settings; run only the rest")
     return parser.parse_args(argv)
 
 
@@ -179,13 +192,19 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    plan = [("size", n, seed) for n in sizes for seed in range(args.seeds)]
     sigma = noisy_tau = None
     if args.noise_n > 0:
         sigma = noise_scale(truth, args.noise_tau, seed=12345)
-        plan += [("noise", args.noise_n, seed) for seed in range(args.seeds)]
         print(f"bench: noise std {sigma:.3f} accuracy points gives Kendall tau {args.noise_tau:.2f}", flush=True)
-    runs: list[dict] = []
+    plan = [(study, n, seed) for seed in range(args.seeds)
+            for study, n in [("size", n) for n in sizes] + ([("noise", args.noise_n)] if sigma else [])]
+    journal = out / "predictors.runs.jsonl"
+    runs = read_journal(journal, settings.model_dump()) if args.resume else []
+    if not args.resume:
+        journal.unlink(missing_ok=True)
+    done = {(r["study"], r["n"], r["seed"], r["predictor"]) for r in runs}
+    if done:
+        print(f"bench: resuming with {len(done)} runs from {journal}", flush=True)
     noisy_taus = []
     start = time.time()
     for step, (study, n, seed) in enumerate(plan, start=1):
@@ -194,8 +213,12 @@ def main(argv: list[str] | None = None) -> dict:
             y = truth + sigma * np.random.default_rng([seed, 777]).standard_normal(len(truth))
             noisy_taus.append(kendall_tau(y, truth))
         for kind in kinds:
+            if (study, n, seed, kind) in done:
+                continue
             run = {"study": study, **one_run(kind, settings, archs, truth, y, n, seed, params_fn)}
             runs.append(run)
+            with journal.open("a") as file:
+                file.write(json.dumps({**run, "settings": settings.model_dump()}) + "\n")
             print(f"bench [{step}/{len(plan)}] {study:5s} N={n:<5d} seed={seed} {kind:6s} "
                   f"tau {run['kendall_tau']:.3f}  P@1% {run['precision_top1']:.3f}  "
                   f"fit {run['fit_seconds']:.1f}s  predict {run['query_seconds']:.2f}s  "

@@ -9,13 +9,14 @@ from fitnas import config, plots, spaces
 from fitnas.metrics import ranking_report
 from fitnas.pipeline import HOLDOUT, LOOKUP, METRICS, PLOTS, PREDICTOR, SAMPLES, final_costs, friendly_errors, read_samples, write_json
 from fitnas.predictors import from_settings, gcn_state
-from fitnas.tracking import stage_run
-from fitnas.train import save_atomic, seed_everything
+from fitnas.tracking import preflight, stage_run
+from fitnas.train import progress, save_atomic, seed_everything
 
 
 @friendly_errors
 def main(params_path: str = "params.yaml") -> None:
     p = config.load(params_path)
+    preflight()  # MLflow unreachable: fail now, before any work
     cfg = p.predictor
     seed_everything(p.seed)
     space = spaces.get(p.space)
@@ -29,8 +30,17 @@ def main(params_path: str = "params.yaml") -> None:
     y = samples.supernet_acc.to_numpy()
     costs = final_costs(p, space)
 
-    def make(kind: str):
-        return from_settings(kind, cfg, space, costs.params, p.seed)
+    def fitted(kind: str, archs, y, what: str):
+        """A predictor of this kind fitted to (archs, y), with a progress bar over its training epochs."""
+        bar = None
+
+        def report(done: int, loss: float) -> None:
+            bar.update(done - bar.n)
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+
+        predictor = from_settings(kind, cfg, space, costs.params, p.seed, progress=report)
+        with progress(None, f"fit: {kind} {what}", total=getattr(predictor, "total_epochs", None)) as bar:
+            return predictor.fit(archs, y)
 
     rng = np.random.default_rng(p.seed)
     order = rng.permutation(len(archs))
@@ -44,15 +54,16 @@ def main(params_path: str = "params.yaml") -> None:
     seconds: dict[str, float] = {}
     for kind in [cfg.kind] + [b for b in cfg.baselines if b != cfg.kind]:
         start = time.time()
-        predictor = make(kind).fit(fit_archs, fit_y)
+        predictor = fitted(kind, fit_archs, fit_y, "on the fit split")
         holdout[f"pred_{kind}"] = predictor.query(test_archs)
         seconds[kind] = time.time() - start
         report[kind] = ranking_report(holdout[f"pred_{kind}"].to_numpy(), test_y)
         print(f"fit: {kind:6s} held-out Kendall tau {report[kind]['kendall_tau']:.3f}  ({seconds[kind]:.1f}s)", flush=True)
 
+    holdout["predicted"] = holdout[f"pred_{cfg.kind}"]  # the chosen predictor's, for dvc plots
     # The lookup table comes from the chosen predictor refitted on every sample.
     start = time.time()
-    predictor = make(cfg.kind).fit(archs, y)
+    predictor = fitted(cfg.kind, archs, y, "on every sample")
     # A space too large to list keeps the predictor (the search stage scores candidates with it);
     # its table then holds the networks the fit has scores for, the samples.
     table = _lookup_table(space, predictor, costs, samples) if space.ENUMERABLE else _sampled_table(space, predictor, costs, samples)
@@ -87,10 +98,12 @@ def _lookup_table(space, predictor, costs, samples: pd.DataFrame) -> pd.DataFram
     sizes = space.class_sizes()
     measured = dict(zip(samples.arch, samples.supernet_acc))
     names = [space.to_str(a) for a in archs]
+    chunks = progress(range(0, len(archs), 2048), "fit: predicting every network")
+    predicted = np.concatenate([predictor.query(archs[i : i + 2048]) for i in chunks])
     return pd.DataFrame(
         {
             "arch": names,
-            "predicted_acc": predictor.query(archs),
+            "predicted_acc": predicted,
             "flops_M": [round(costs.flops(a), 6) for a in archs],
             "params_M": [round(costs.params(a), 6) for a in archs],
             "cells": [sizes[a] for a in archs],  # how many of the space's cells are this network

@@ -6,13 +6,14 @@ from fitnas import config, plots, spaces
 from fitnas.pipeline import LOOKUP, METRICS, PLOTS, RANKCHECK, RANKCHECK_CACHE, SAMPLES, friendly_errors, read_lookup, read_samples, write_json
 from fitnas.rankcheck import RANKERS, pick_archs, rank_report, standalone_results, verdict
 from fitnas.scoring import SupernetScorer
-from fitnas.tracking import stage_run
+from fitnas.tracking import preflight, stage_run
 from fitnas.train import pick_device, progress, seed_everything
 
 
 @friendly_errors
 def main(params_path: str = "params.yaml") -> None:
     p = config.load(params_path)
+    preflight()  # MLflow unreachable: fail now, before any work
     cfg = p.rankcheck
     seed_everything(p.seed)
     device = pick_device(p.device)

@@ -1,25 +1,42 @@
-"""Stage 6: train the chosen architecture from scratch and test it once."""
+"""Stage 6: train the chosen architecture from scratch and test it once.
 
-import json
+One process or several under torchrun, like the supernet; a stopped or killed run resumes from its
+last checkpoint when started again.
+"""
+
 import time
+from pathlib import Path
 
 import pandas as pd
 
-from fitnas import config, data, plots, spaces
+from fitnas import checkpoints, config, data, distributed, plots, spaces, train as train_module
 from fitnas.costs import count_flops, count_params
-from fitnas.pipeline import CHOICE, FINAL_MODEL, METRICS, PLOTS, TEST, TRAIN, VAL, final_shape, friendly_errors, write_json
-from fitnas.tracking import stage_run
-from fitnas.train import evaluate, pick_device, save_atomic, seed_everything, sgd_one_cycle, train_epoch
+from fitnas.pipeline import CHOICE, FINAL_MODEL, METRICS, PLOTS, TEST, TRAIN, VAL, final_shape, friendly_errors, read_choice, write_json
+from fitnas.tracking import preflight, stage_run
+from fitnas.train import EpochState, Interrupted, NonFiniteLoss, StopRequest, evaluate, seed_everything, sgd_one_cycle, train_epoch
 
 
 @friendly_errors
 def main(params_path: str = "params.yaml") -> None:
     p = config.load(params_path)
+    preflight()  # MLflow unreachable: fail now, before any work
+    with distributed.session(p.distributed, p.device) as world:
+        retrain(p, params_path, world)
+
+
+def resume_key(p: config.Params, space) -> str:
+    """What the final network depends on: its params, the choice, the data and the training code."""
+    code = [Path(__file__), Path(train_module.__file__), Path(data.__file__), Path(distributed.__file__), Path(space.__file__)]
+    settings = {"seed": p.seed, "space": p.space.model_dump(), "final": p.final.model_dump(), "retrain": p.retrain.model_dump()}
+    return checkpoints.resume_key("retrain", settings, [CHOICE, TRAIN, VAL, *code])
+
+
+def retrain(p: config.Params, params_path: str, world: distributed.World) -> None:
     cfg = p.retrain
+    device = world.device
     seed_everything(p.seed)
-    device = pick_device(p.device)
     space = spaces.get(p.space)
-    choice = json.loads(CHOICE.read_text())
+    choice = read_choice(CHOICE)
     arch = space.canonical(space.parse(choice["arch"]))
     shape, size = final_shape(p, space)
     net = space.build(arch, shape)
@@ -31,26 +48,67 @@ def main(params_path: str = "params.yaml") -> None:
     batches = data.Batches(train, cfg.batch_size, shuffle=True, seed=p.seed, device=device, augment=cfg.augment)
     val_batches = data.Batches(val, 1000, shuffle=False, seed=p.seed, device=device)
     optimizer, scheduler = sgd_one_cycle(net, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.epochs * len(batches))
-    print(f"retrain: {choice['arch']}  {flops_M:.2f} MFLOPs, {params_M:.4f} M params, {cfg.epochs} epochs on {device}")
 
-    history = []
+    resume = checkpoints.Resume("retrain", resume_key(p, space))
+    history: list[dict] = []
+    done, partial, seconds_before = 0, EpochState(), 0.0
+    saved = world.share(resume.load() if world.is_main else None)
+    if saved is not None:
+        checkpoints.restore_training(saved, net, optimizer, scheduler)
+        history, done, partial, seconds_before = saved["history"], saved["epoch"], EpochState(**saved["partial"]), saved["seconds"]
+    if world.is_main:
+        print(f"retrain: {choice['arch']}  {flops_M:.2f} MFLOPs, {params_M:.4f} M params, {cfg.epochs} epochs on {device}"
+              + (f" x {world.size} processes" if world.enabled else ""))
+        if saved is not None:
+            where = f", {partial.steps} steps into epoch {done + 1}" if partial.steps else ""
+            print(f"retrain: resuming from {resume.path}: {done} of {cfg.epochs} epochs done{where}", flush=True)
     start = time.time()
-    with stage_run("retrain", p, params_path) as run:
-        run.log_params({f"retrain.{k}": v for k, v in cfg.model_dump().items()} | {"arch": choice["arch"]})
-        for epoch in range(1, cfg.epochs + 1):
-            train_loss, train_acc = train_epoch(
-                net, batches, optimizer, scheduler, label_smoothing=cfg.label_smoothing,
-                desc=f"retrain epoch {epoch}/{cfg.epochs}",
-            )
-            val_loss, val_acc = evaluate(net, val_batches)
-            row = dict(epoch=epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss, val_acc=val_acc)
-            history.append(row)
-            run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-            print(f"retrain epoch {epoch}/{cfg.epochs}: train acc {train_acc:.4f} | val acc {val_acc:.4f}  "
-                  f"({time.time() - start:.0f}s)", flush=True)
-            save_atomic({"space": space.NAME, "arch": space.to_str(arch), "shape": vars(shape), "epoch": epoch,
-                         "model": net.state_dict()}, FINAL_MODEL)
 
+    def save(epochs_done: int, state: EpochState) -> None:
+        if world.is_main:
+            resume.save(
+                checkpoints.training_state(net, optimizer, scheduler)
+                | {"epoch": epochs_done, "partial": vars(state), "history": history, "seconds": seconds_before + time.time() - start}
+            )
+
+    with stage_run("retrain", p, params_path, enabled=world.is_main) as run, StopRequest() as stop:
+        run.log_params({f"retrain.{k}": v for k, v in cfg.model_dump().items()} | {"arch": choice["arch"], "processes": world.size})
+        for row in history:  # epochs done before a resume: the curve stays whole in this run
+            run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+        for epoch in range(done + 1, cfg.epochs + 1):
+            batches.set_epoch(epoch - 1)
+            try:
+                train_loss, train_acc = train_epoch(
+                    net, batches, optimizer, scheduler, label_smoothing=cfg.label_smoothing,
+                    desc=f"retrain epoch {epoch}/{cfg.epochs}", world=world, stop=stop, state=partial,
+                )
+            except Interrupted as err:
+                save(epoch - 1, partial)
+                world.barrier()
+                err.args = (f"{err}; checkpoint saved to {resume.path}: run the stage again to resume",)
+                raise
+            except NonFiniteLoss as err:
+                kept = (
+                    f"the last good checkpoint (epoch {epoch - 1}) stays in {resume.path}"
+                    if resume.path.is_file() else "no epoch had finished, so there is no checkpoint to keep"
+                )
+                raise NonFiniteLoss(f"{err} (retrain.lr is {cfg.lr}); {kept}") from None
+            partial = EpochState()
+            if world.is_main:
+                val_loss, val_acc = evaluate(net, val_batches)
+                row = dict(epoch=epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss, val_acc=val_acc)
+                history.append(row)
+                run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+                print(f"retrain epoch {epoch}/{cfg.epochs}: train acc {train_acc:.4f} | val acc {val_acc:.4f}  "
+                      f"({seconds_before + time.time() - start:.0f}s)", flush=True)
+            save(epoch, partial)
+
+        if not world.is_main:
+            return
+        train_module.save_atomic(
+            {"space": space.NAME, "arch": space.to_str(arch), "shape": vars(shape), "epoch": cfg.epochs, "model": net.state_dict()},
+            FINAL_MODEL,
+        )
         # The test set is read here, once, after all choices are made.
         test_loss, test_acc = evaluate(net, data.Batches(data.load_split(TEST), 1000, shuffle=False, seed=0, device=device))
         final = {
@@ -62,7 +120,7 @@ def main(params_path: str = "params.yaml") -> None:
             "predicted_acc": choice["predicted_acc"],
             "budget_flops": p.budget.flops,
             "budget_params": p.budget.params,
-            "train_seconds": time.time() - start,
+            "train_seconds": seconds_before + time.time() - start,
         }
         write_json(METRICS / "final.json", final)
         frame = pd.DataFrame(history)
@@ -74,6 +132,7 @@ def main(params_path: str = "params.yaml") -> None:
         run.log_artifact(curves)
         run.log_artifact(FINAL_MODEL)
         run.log_artifact(METRICS / "final.json")
+        resume.clear()
 
 
 if __name__ == "__main__":

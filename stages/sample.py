@@ -1,48 +1,66 @@
-"""Stage 3: score n distinct sub-networks with weights inherited from the supernet."""
+"""Stage 3: score n distinct sub-networks with weights inherited from the supernet.
+
+Under torchrun the networks are shared out across the ranks and rank 0 gathers and writes the rows;
+each network is scored exactly as a single process would score it.
+"""
 
 import random
 import time
 
 import pandas as pd
 
-from fitnas import config, spaces
+from fitnas import config, distributed, spaces
 from fitnas.pipeline import METRICS, SAMPLES, final_costs, friendly_errors, write_json
 from fitnas.scoring import SupernetScorer
-from fitnas.tracking import stage_run
-from fitnas.train import pick_device, progress, seed_everything
+from fitnas.tracking import preflight, stage_run
+from fitnas.train import progress, seed_everything
 
 
 @friendly_errors
 def main(params_path: str = "params.yaml") -> None:
     p = config.load(params_path)
+    preflight()  # MLflow unreachable: fail now, before any work
+    with distributed.session(p.distributed, p.device) as world:
+        sample(p, params_path, world)
+
+
+def sample(p: config.Params, params_path: str, world: distributed.World) -> None:
     cfg = p.sample
     seed_everything(p.seed)
-    device = pick_device(p.device)
     space = spaces.get(p.space)
-    scorer = SupernetScorer(p, space, device)
+    scorer = SupernetScorer(p, space, world.device)
     costs = final_costs(p, space)
 
     archs = space.sample(cfg.n, random.Random(p.seed + 2))
+    mine = world.shard(list(enumerate(archs)))
     rows = []
     start = time.time()
-    for arch in progress(archs, "scoring sub-networks"):
-        loss, acc = scorer.score(arch)
+    work = progress(mine, "scoring sub-networks", total=len(mine)) if world.is_main else mine
+    for index, arch in work:
+        loss, acc = scorer.score(arch, index)
         rows.append(
-            dict(arch=space.to_str(arch), supernet_acc=acc, supernet_loss=loss, flops_M=round(costs.flops(arch), 6), params_M=round(costs.params(arch), 6))
+            dict(index=index, arch=space.to_str(arch), supernet_acc=acc, supernet_loss=loss,
+                 flops_M=round(costs.flops(arch), 6), params_M=round(costs.params(arch), 6))
         )
+    gathered = world.gather(rows)
+    if not world.is_main:
+        return
     seconds = time.time() - start
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame([row for part in gathered for row in part]).sort_values("index").drop(columns="index")
+    table = table.reset_index(drop=True)
     SAMPLES.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(SAMPLES, index=False)
     summary = {
         "n": len(table),
+        "processes": world.size,
         "seconds": seconds,
         "seconds_per_arch": seconds / len(table),
         "supernet_acc_mean": float(table.supernet_acc.mean()),
         "supernet_acc_max": float(table.supernet_acc.max()),
     }
     write_json(METRICS / "sample.json", summary)
-    print(f"sample: scored {len(table)} sub-networks in {seconds:.0f}s; best supernet acc {summary['supernet_acc_max']:.4f}")
+    print(f"sample: scored {len(table)} sub-networks in {seconds:.0f}s on {world.size} process(es); "
+          f"best supernet acc {summary['supernet_acc_max']:.4f}")
     with stage_run("sample", p, params_path) as run:
         run.log_params({f"sample.{k}": v for k, v in cfg.model_dump().items()})
         run.log_metrics(summary)

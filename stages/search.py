@@ -20,12 +20,13 @@ from fitnas.pipeline import (
     write_json,
 )
 from fitnas.search import Budget, pareto_front, top_k, within_budget
-from fitnas.tracking import stage_run
+from fitnas.tracking import preflight, stage_run
 
 
 @friendly_errors
 def main(params_path: str = "params.yaml") -> None:
     p = config.load(params_path)
+    preflight()  # MLflow unreachable: fail now, before any work
     space = spaces.get(p.space)
     budget = Budget(p.budget.flops, p.budget.params, p.budget.latency_ms)
     latency = read_table(LATENCY_TABLE, space) if LATENCY_TABLE.is_file() or budget.latency_ms else None
@@ -86,12 +87,11 @@ def search_space(p, space, budget: Budget, latency) -> tuple[pd.DataFrame, dict]
     across the range for the Pareto front; every network they scored whole
     makes the table the choice and the front are read from.
     """
-    from fitnas import chainsearch, checkpoints
+    from fitnas import chainsearch
     from fitnas.pathscore import PathGCN
-    from fitnas.pipeline import PREDICTOR, final_costs
-    from fitnas.predictors import load_gcn
+    from fitnas.pipeline import final_costs, load_predictor
 
-    predictor = load_gcn(checkpoints.load(PREDICTOR, "fit"), space)
+    predictor = load_predictor(space)
     scorer = PathGCN(predictor, space)
     tables = chainsearch.cost_tables(final_costs(p, space), latency)
     # One thread: the scoring is many small tensor operations, which a second thread

@@ -79,7 +79,7 @@ def test_describe_malformed_arch_shows_the_expected_form(table):
 def test_help_lists_stages_and_queries():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for name in ("prepare", "supernet", "sample", "fit", "search", "retrain", "rankcheck", "lookup", "describe"):
+    for name in ("prepare", "supernet", "sample", "fit", "search", "retrain", "rankcheck", "lookup", "describe", "doctor"):
         assert name in result.output
 
 
@@ -145,3 +145,15 @@ def test_describe_a_network_of_a_searched_space(chain_project):
     assert f"{costs.flops(space.parse(arch)):.3f} M" in result.output and "predicted acc:" in result.output
     bad = runner.invoke(app, ["describe", "k3e3", "--space", "mobilenet"])
     assert bad.exit_code == 1 and "expected:" in bad.output
+
+
+def test_describe_unknown_space_is_a_usage_error(table):
+    path, _ = table
+    result = runner.invoke(app, ["describe", nb201.EXAMPLE, "--table", str(path), "--space", "darts"])
+    assert result.exit_code == 2 and "unknown search space 'darts'" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_lookup_table_that_is_a_folder(tmp_path):
+    result = runner.invoke(app, ["lookup", "--table", str(tmp_path)])
+    assert result.exit_code == 1 and "is a folder, not a table" in result.output

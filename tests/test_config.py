@@ -27,26 +27,78 @@ def test_every_schema_key_is_in_params_yaml():
     assert keys(raw) == flat_file
 
 
+def problems(tmp_path, patch: dict) -> str:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(patch))
+    with pytest.raises(config.ConfigError) as err:
+        config.load(path)
+    return str(err.value)
+
+
 @pytest.mark.parametrize(
     "patch, expected",
     [
-        ({"supernet": {"epochs": 0}}, "supernet.epochs"),
-        ({"supernet": {"epochz": 3}}, "supernet.epochz: unknown key"),
-        ({"budget": {"flops": "lots"}}, "budget.flops"),
-        ({"predictor": {"kind": "xgboost"}}, "predictor.kind"),
-        ({"space": {"name": "darts"}}, "space.name"),
+        # wrong type or out of range: the key, the value, what is allowed and the default
+        ({"supernet": {"epochs": 0}}, "supernet.epochs = 0: must be greater than 0; allowed: a whole number > 0 (default 5)"),
+        ({"supernet": {"momentum": 1.5}}, "supernet.momentum = 1.5: must be less than 1; allowed: a number in [0, 1) (default 0.9)"),
+        ({"budget": {"flops": "lots"}}, "budget.flops = 'lots': must be a valid number, unable to parse string as a number; allowed: null or a number > 0"),
+        ({"retrain": {"augment": "maybe"}}, "retrain.augment = 'maybe': must be a valid boolean, unable to interpret input; allowed: true or false"),
+        ({"seed": 1.5}, "seed = 1.5: must be a valid integer"),
+        ({"rankcheck": {"archs": 2}}, "rankcheck.archs = 2: must be greater than or equal to 4; allowed: a whole number >= 4 (default 30)"),
+        ({"predictor": {"baselines": ["mlp", "xgb"]}}, "predictor.baselines[1] = 'xgb': must be one of 'gcn', 'mlp', 'rf' or 'params'"),
+        ({"supernet": 5}, "supernet: is 5, but it is a section of keys: channels, cells, epochs"),
+        # a misspelt choice or key: did you mean
+        ({"predictor": {"kind": "gnc"}}, "predictor.kind = 'gnc': must be one of 'gcn', 'mlp', 'rf' or 'params' (default 'gcn'); did you mean 'gcn'?"),
+        ({"space": {"name": "darts"}}, "space.name = 'darts': must be one of 'nb201'"),
+        ({"supernet": {"epochz": 3}}, "supernet.epochz: unknown key (set to 3); did you mean supernet.epochs? allowed keys in supernet: channels,"),
+        ({"supernett": {"epochs": 3}}, "supernett: unknown key (set to {'epochs': 3}); did you mean supernet? allowed keys at the top level: seed,"),
+        ({"retrain": {"zzz": 1}}, "retrain.zzz: unknown key (set to 1); allowed keys in retrain: epochs,"),
+    ],
+)
+def test_bad_values_name_the_key_the_value_and_what_is_allowed(tmp_path, patch, expected):
+    assert expected in problems(tmp_path, patch)
+
+
+@pytest.mark.parametrize(
+    "patch, expected",
+    [
         ({"space": {"mobilenet": {"widths": [8, 16], "depths": [2]}}}, "one value per stage"),
         ({"space": {"mobilenet": {"kernels": [4]}}}, "space.mobilenet.kernels"),
         ({"search": {"method": "random"}}, "search.method"),
         ({"budget": {"latency_ms": -1}}, "budget.latency_ms"),
     ],
 )
-def test_bad_values_name_the_key(tmp_path, patch, expected):
+def test_bad_chain_space_and_search_settings_name_the_key(tmp_path, patch, expected):
+    assert expected in problems(tmp_path, patch)
+
+
+@pytest.mark.parametrize(
+    "patch, expected",
+    [
+        ({"predictor": {"kind": "mlp"}}, "predictor.kind is 'mlp' and predictor.baselines ['mlp', 'rf', 'params'] lists it too"),
+        ({"predictor": {"baselines": ["rf", "rf"]}}, "predictor.baselines ['rf', 'rf'] lists rf more than once"),
+        ({"sample": {"n": 11}}, "sample.n = 11 with predictor.holdout = 0.2 leaves 9 samples to fit on (2 held out)"),
+        ({"sample": {"n": 100}, "predictor": {"holdout": 0.95}}, "leaves 5 samples to fit on (95 held out)"),
+        ({"sample": {"n": 6000}}, "sample.n = 6000 is more than the 5260 distinct networks of space 'nb201'"),
+        ({"sample": {"n": 5250}}, "sample.n + rankcheck.archs = 5250 + 30 is more than the 5260 distinct networks"),
+        ({"data": {"train_limit": 500}}, "4 x 256 = 1024 calibration images, but data.train_limit = 500"),
+        ({"data": {"format": "npz"}}, "data.format is 'npz' but data.root is null"),
+    ],
+)
+def test_inconsistent_combinations_are_named(tmp_path, patch, expected):
+    assert expected in problems(tmp_path, patch)
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    text = problems(tmp_path, {"supernet": {"epochs": 0, "lr": -1}, "budget": {"flopz": 3}})
+    assert text.startswith(f"{tmp_path / 'params.yaml'} has 3 problem(s):")
+    assert "supernet.epochs = 0" in text and "supernet.lr = -1" in text and "budget.flopz: unknown key" in text
+
+
+def test_the_smallest_consistent_settings_pass(tmp_path):
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(patch))
-    with pytest.raises(config.ConfigError) as err:
-        config.load(path)
-    assert expected in str(err.value)
+    path.write_text(yaml.safe_dump({"sample": {"n": 12}, "predictor": {"kind": "rf", "baselines": ["params"]}}))
+    assert config.load(path).sample.n == 12
 
 
 def test_missing_and_malformed_files(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import shutil
 import gzip
 import hashlib
 import http.server
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import write_image_folder
 from fitnas import data as d
 
 N_TRAIN, N_TEST = 60, 20
@@ -429,3 +431,171 @@ def test_real_fashion_mnist() -> None:
     assert train_x.shape == (60000, 28, 28) and train_y.shape == (60000,)
     assert test_x.shape == (10000, 28, 28) and test_y.shape == (10000,)
     assert np.bincount(train_y).tolist() == [6000] * 10
+
+
+# --------------------------------------------------------------------------
+# Bring your own data: image folders and .npz files
+
+
+def test_image_folder_rgb(tmp_path: Path) -> None:
+    root = write_image_folder(tmp_path / "pets")
+    ds = d.load_dataset(str(root), "auto", None, tmp_path / "dl")
+    assert ds.classes == ["cat", "dog", "owl"]
+    assert ds.train_x.shape == (18, 3, 10, 10) and ds.train_x.dtype == np.uint8
+    assert ds.test_x.shape == (6, 3, 10, 10)
+    assert ds.train_y.tolist() == [0] * 6 + [1] * 6 + [2] * 6
+    # The pixels are the PNGs' own: class 1, image 3 is (120, 30, 140) everywhere.
+    assert ds.train_x[6 + 3, :, 0, 0].tolist() == [120, 30, 140]
+    assert len(ds.mean) == len(ds.std) == 3
+    assert ds.mean[0] == pytest.approx(ds.train_x[:, 0].mean() / 255)
+
+
+def test_image_folder_grayscale_stays_one_channel_and_colour_wins(tmp_path: Path) -> None:
+    gray = write_image_folder(tmp_path / "gray", mode="L")
+    assert d.load_dataset(str(gray), "imagefolder", None, tmp_path).train_x.shape == (18, 1, 10, 10)
+    from PIL import Image
+
+    Image.new("RGB", (10, 10), (255, 0, 0)).save(gray / "test" / "owl" / "red.png")
+    ds = d.load_dataset(str(gray), "imagefolder", None, tmp_path)
+    assert ds.train_x.shape == (18, 3, 10, 10) and ds.test_x.shape == (7, 3, 10, 10)
+
+
+def test_image_folder_sizes(tmp_path: Path) -> None:
+    root = write_image_folder(tmp_path / "pets")
+    from PIL import Image
+
+    odd = root / "train" / "dog" / "big.png"
+    Image.new("RGB", (16, 12), (0, 0, 0)).save(odd)
+    with pytest.raises(d.DataError, match=r"big.png is 16x12 but .* is 10x10; set data.image_size"):
+        d.load_dataset(str(root), "auto", None, tmp_path)
+    ds = d.load_dataset(str(root), "auto", 8, tmp_path)
+    assert ds.train_x.shape == (19, 3, 8, 8) and ds.test_x.shape == (6, 3, 8, 8)
+    flat = write_image_folder(tmp_path / "flat", size=(12, 6))
+    with pytest.raises(d.DataError, match="is 12x6, not square; set data.image_size"):
+        d.load_dataset(str(flat), "auto", None, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        (lambda root: (root / "train" / "dog" / "2.png").write_bytes(b"\x89PNG not really"),
+         r"train/dog/2.png: unreadable image"),
+        (lambda root: (root / "test" / "cat" / "1.png").write_bytes((root / "test" / "cat" / "1.png").read_bytes()[:40]),
+         r"test/cat/1.png: unreadable image"),
+        (lambda root: [shutil.rmtree(root / "train" / n) for n in ("dog", "owl")],
+         r"only one class \(cat\); a classifier needs at least two"),
+        (lambda root: shutil.rmtree(root / "test"), r"no test/ folder; expected root/train/<class>/<image>"),
+        (lambda root: (root / "train" / "cat" / "0.png").rename(root / "train" / "loose.png"),
+         r"holds images outside class folders \(loose.png"),
+        (lambda root: (root / "test" / "fox").mkdir(), r"class folders \['fox'\] that .* lacks"),
+        (lambda root: [p.unlink() for p in (root / "train" / "owl").iterdir()], r"train/owl holds no images"),
+    ],
+    ids=["not-an-image", "truncated", "one-class", "no-test", "loose-image", "unknown-test-class", "empty-class"],
+)
+def test_malformed_image_folder(tmp_path: Path, damage, expected) -> None:
+    root = write_image_folder(tmp_path / "pets")
+    damage(root)
+    before = sorted(p for p in root.rglob("*"))
+    with pytest.raises(d.DataError, match=expected):
+        d.load_dataset(str(root), "auto", None, tmp_path)
+    assert sorted(p for p in root.rglob("*")) == before  # nothing of the user's touched
+
+
+def test_unrecognised_root(tmp_path: Path) -> None:
+    (tmp_path / "cat").mkdir()  # class folders without train/ and test/
+    with pytest.raises(d.DataError, match=r"neither IDX files nor train/ and test/ folders"):
+        d.load_dataset(str(tmp_path), "auto", None, tmp_path / "dl")
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(d.DataError, match=r"a file that is not .npz"):
+        d.load_dataset(str(tmp_path / "notes.txt"), "auto", None, tmp_path / "dl")
+    with pytest.raises(d.DataError, match="does not exist"):
+        d.load_dataset(str(tmp_path / "nowhere"), "auto", None, tmp_path / "dl")
+
+
+def test_idx_root_is_detected_and_keeps_fashion_mnist_statistics(tmp_path: Path) -> None:
+    root = make_dataset(tmp_path / "fm")
+    ds = d.load_dataset(str(root), "auto", None, tmp_path / "dl")
+    assert ds.train_x.shape == (N_TRAIN, 1, 28, 28) and ds.classes == d.FASHION_MNIST_CLASSES
+    assert ds.mean is None and ds.std is None
+    assert d.load_dataset(str(root), "idx", 14, tmp_path / "dl").train_x.shape == (N_TRAIN, 1, 14, 14)
+
+
+def _arrays(rng, n, shape=(8, 8), classes=3):
+    return rng.integers(0, 256, (n, *shape), dtype=np.uint8), np.arange(n) % classes
+
+
+@pytest.mark.parametrize(
+    "shape, channels", [((8, 8), 1), ((8, 8, 1), 1), ((8, 8, 3), 3), ((3, 8, 8), 3)], ids=["NHW", "NHW1", "NHW3", "N3HW"]
+)
+def test_npz_layouts(tmp_path: Path, shape, channels) -> None:
+    rng = np.random.default_rng(0)
+    x_train, y_train = _arrays(rng, 30, shape)
+    x_test, y_test = _arrays(rng, 9, shape)
+    path = tmp_path / "own.npz"
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, classes=np.array(["a", "b", "c"]))
+    ds = d.load_dataset(str(path), "auto", None, tmp_path)
+    assert ds.train_x.shape == (30, channels, 8, 8) and ds.test_x.shape == (9, channels, 8, 8)
+    assert ds.classes == ["a", "b", "c"] and ds.train_y.dtype == np.int64
+    if shape == (8, 8, 3):  # channels last moved first, pixel for pixel
+        assert np.array_equal(ds.train_x[5, 2], x_train[5, :, :, 2])
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda a: a.pop("y_test"), r"lacks y_test \(it has classes, x_test, x_train, y_train\)"),
+        (lambda a: a.update(x_train=a["x_train"].astype(np.float32) / 255), r"x_train is float32, expected uint8"),
+        (lambda a: a.update(y_train=np.zeros(30, np.int64)), r"only one class \(a\)"),
+        (lambda a: a.update(y_train=a["y_train"][:-1]), r"y_train has shape \(29,\), expected \(30,\)"),
+        (lambda a: a.update(y_train=a["y_train"] * 1.0), r"y_train is float64, expected integer"),
+        (lambda a: a.update(x_test=np.zeros((9, 8, 9), np.uint8)), r"training images are \(1, 8, 8\) .* test images \(1, 8, 9\)"),
+        (lambda a: a.update(x_train=np.zeros((30, 5, 8, 8), np.uint8)), r"x_train has shape \(30, 5, 8, 8\)"),
+        (lambda a: a.update(y_test=a["y_test"] + 5), r"test labels outside 0..2"),
+        (lambda a: a.update(classes=np.array([{"a": 1}], dtype=object)), r"unreadable .npz .*pickle"),
+    ],
+    ids=["missing-key", "float-pixels", "one-class", "label-count", "float-labels", "test-shape", "channels", "label-range", "object-array"],
+)
+def test_malformed_npz(tmp_path: Path, change, expected) -> None:
+    rng = np.random.default_rng(0)
+    x_train, y_train = _arrays(rng, 30)
+    x_test, y_test = _arrays(rng, 9)
+    arrays = dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, classes=np.array(["a", "b", "c"]))
+    change(arrays)
+    path = tmp_path / "own.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(d.DataError, match=expected):
+        d.load_dataset(str(path), "npz", None, tmp_path)
+
+
+def test_npz_that_is_not_a_zip(tmp_path: Path) -> None:
+    path = tmp_path / "own.npz"
+    path.write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(d.DataError, match="unreadable .npz"):
+        d.load_dataset(str(path), "auto", None, tmp_path)
+
+
+def test_split_keeps_channel_statistics_and_batches_normalise_per_channel(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = np.stack([rng.integers(0, 60, (40, 6, 6)), rng.integers(100, 256, (40, 6, 6)), np.full((40, 6, 6), 7)], 1)
+    x = x.astype(np.uint8)
+    mean, std = d.channel_stats(x)
+    d.save_split(tmp_path / "s.pt", x, np.arange(40) % 2, ["a", "b"], mean, std)
+    split = d.load_split(tmp_path / "s.pt")
+    assert split.images.shape == (40, 3, 6, 6) and split.mean == mean and split.std == std
+    (xb, _), = list(d.Batches(split, 40, shuffle=False, seed=0))
+    assert xb[:, :2].mean(dim=(0, 2, 3)).abs().max() < 1e-4  # each channel centred on its own mean
+    assert xb[:, :2].std(dim=(0, 2, 3), unbiased=False).sub(1).abs().max() < 1e-3
+    assert torch.isfinite(xb).all()  # a constant channel does not divide by zero
+    augmented = next(iter(d.Batches(split, 40, shuffle=False, seed=0, augment=True)))[0]
+    assert augmented.shape == (40, 3, 6, 6)
+    # Padding is black in every channel: the fill is each channel's normalised zero.
+    fill = [(0 - m) / s for m, s in zip(mean, std)]
+    for c in range(3):
+        values = set(augmented[:, c].flatten().tolist()) - set(xb[:, c].flatten().tolist())
+        assert all(v == pytest.approx(fill[c], rel=1e-5) for v in values)
+
+
+def test_fashion_mnist_splits_store_no_statistics(tmp_path: Path) -> None:
+    d.save_split(tmp_path / "s.pt", np.zeros((4, 28, 28), np.uint8), np.arange(4), ["a", "b", "c", "d"])
+    assert set(torch.load(tmp_path / "s.pt", weights_only=True)) == {"images", "labels", "classes"}
+    assert d.load_split(tmp_path / "s.pt").mean == (d.MEAN,)

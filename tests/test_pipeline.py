@@ -8,6 +8,7 @@ import sys
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from conftest import run
@@ -67,6 +68,61 @@ def test_repro_runs_every_stage_and_writes_every_output(reproduced):
     # The pipeline's own file; a bare `dvc status` also lists the rank check until it has run.
     status = run([sys.executable, "-m", "dvc", "status", "dvc.yaml"], project)
     assert "up to date" in status.stdout
+
+
+def untimed(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if "seconds" not in k}
+
+
+def test_a_second_run_from_clean_gives_identical_results(reproduced, tmp_path):
+    """A fresh clone of the baseline, `dvc repro` from nothing: the same metrics, tables, plots and weights on CPU."""
+    project, _ = reproduced
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    assert not (clone / "models/supernet.pt").exists()
+    result = run([sys.executable, "-m", "dvc", "repro"], clone)
+    assert ran_stages(result.stdout) == STAGES
+    for name in ("prepare", "supernet", "sample", "fit", "search", "final"):
+        first, second = (json.loads((root / f"metrics/{name}.json").read_text()) for root in (project, clone))
+        assert untimed(second) == untimed(first), name
+    files = [p.relative_to(project) for folder in ("results", "metrics", "plots") for p in sorted((project / folder).iterdir())]
+    assert len(files) > 15
+    for path in files:
+        if path.suffix == ".csv":
+            # The random forest baseline (n_jobs=-1) sums its trees in thread order: the last bit of
+            # its predictions may differ, so tables agree to 1e-9, not bit for bit.
+            pd.testing.assert_frame_equal(pd.read_csv(clone / path), pd.read_csv(project / path), check_exact=False, rtol=1e-9)
+        elif path.suffix == ".png" or path.name == "choice.json":
+            assert (clone / path).read_bytes() == (project / path).read_bytes(), path
+    # torch.save writes a random id into every file, so weights and splits are compared as tensors.
+    for path in ("models/supernet.pt", "models/final.pt", "data/prepared/train.pt", "data/prepared/test.pt"):
+        first, second = (torch.load(root / path, weights_only=True) for root in (project, clone))
+        tensors = first["model"] if "model" in first else {k: v for k, v in first.items() if isinstance(v, torch.Tensor)}
+        for key, value in tensors.items():
+            assert torch.equal((second["model"] if "model" in second else second)[key], value), (path, key)
+    assert "up to date" in run([sys.executable, "-m", "dvc", "status", "dvc.yaml"], clone).stdout
+def test_dvc_plots_render_every_declared_plot(reproduced):
+    project, _ = reproduced
+    shown = run([sys.executable, "-m", "dvc", "plots", "show", "--json"], project)
+    payload = json.loads(shown.stdout)
+    # The rank check's plots (rankcheck/dvc.yaml) exist once it has run: the last test checks them.
+    missing = {e["source"] for e in payload.get("errors", [])}
+    assert missing <= {"results/rankcheck.csv", "plots/rankcheck.png"}, payload["errors"]
+    plots = payload["data"]
+    declared = [next(iter(p)) if isinstance(p, dict) else p for p in yaml.safe_load((project / "dvc.yaml").read_text())["plots"]]
+    for name in declared:
+        assert plots.get(name), f"{name} rendered nothing"
+    for name in declared:
+        for plot in plots[name]:
+            if plot["type"] == "vega":
+                assert plot["content"]["data"]["values"], name
+    pareto = next(plots[n][0]["content"]["data"]["values"] for n in declared if n.startswith("Pareto front"))
+    chosen = json.loads((project / "results/choice.json").read_text())
+    topk = [row for row in pareto if row["filename"] == "topk.csv"]
+    assert topk[0]["arch"] == chosen["arch"]  # the template marks the first top-k row as the chosen one
+    html = run([sys.executable, "-m", "dvc", "plots", "show", "-o", "plots_html"], project)
+    assert (project / "plots_html/index.html").is_file(), html.stdout
+    assert "vegaEmbed" in (project / "plots_html/index.html").read_text()
 
 
 def test_mlflow_groups_the_stages_under_one_parent(reproduced):
@@ -149,6 +205,10 @@ def test_rankcheck_is_off_the_default_path_and_reports_every_ranking(reproduced)
         assert -1.0 <= low <= tau <= high <= 1.0
     assert (project / "plots/rankcheck.png").is_file()
     assert "up to date" in run([sys.executable, "-m", "dvc", "status", "rankcheck/dvc.yaml"], project).stdout
+    shown = json.loads(run([sys.executable, "-m", "dvc", "plots", "show", "--json"], project).stdout)
+    assert not shown.get("errors"), shown["errors"]
+    rank_plot = shown["data"]["Rank check (stand-alone accuracy against each cheap ranking)"][0]
+    assert len(rank_plot["content"]["data"]["values"]) == 2 * len(table)  # supernet and predicted, per network
 
     # Networks already trained come from the cache: a forced re-run trains none.
     again = run([sys.executable, "-m", "dvc", "repro", "-f", "-s", "rankcheck/dvc.yaml:rankcheck"], project)
@@ -161,3 +221,15 @@ def test_rankcheck_is_off_the_default_path_and_reports_every_ranking(reproduced)
     experiment = client.get_experiment_by_name("fitnas")
     runs = client.search_runs([experiment.experiment_id], "tags.`fitnas.stage` = 'rankcheck'")
     assert runs and "predicted_acc.kendall_tau" in runs[0].data.metrics
+
+
+def test_a_supernet_param_change_reruns_everything_downstream(reproduced):
+    # Last: it moves the workspace to a new experiment.
+    project, _ = reproduced
+    # Back to the baseline: git holds params, dvc.lock and the metrics (cache: false), DVC the rest.
+    run(["git", "checkout", "--", "."], project)
+    run([sys.executable, "-m", "dvc", "checkout", "dvc.yaml"], project)
+    assert "up to date" in run([sys.executable, "-m", "dvc", "status", "dvc.yaml"], project).stdout
+    result = run([sys.executable, "-m", "dvc", "exp", "run", "-S", "supernet.lr=0.05"], project)
+    assert ran_stages(result.stdout) == STAGES - {"prepare"}
+    assert "up to date" in run([sys.executable, "-m", "dvc", "status", "dvc.yaml"], project).stdout

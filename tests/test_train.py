@@ -1,10 +1,22 @@
+import io
 import math
+import os
+import signal
 
 import pytest
 import torch
 from torch import nn
 
-from fitnas.train import NonFiniteLoss, evaluate, recalibrate_batchnorm, sgd_one_cycle, train_epoch
+from fitnas.train import (
+    EpochState,
+    Interrupted,
+    NonFiniteLoss,
+    StopRequest,
+    evaluate,
+    recalibrate_batchnorm,
+    sgd_one_cycle,
+    train_epoch,
+)
 
 
 def batches(n=4, size=32, seed=0):
@@ -53,3 +65,45 @@ def test_non_finite_loss_stops_training_with_the_step():
     optimizer = torch.optim.SGD(net.parameters(), lr=math.inf)
     with pytest.raises(NonFiniteLoss, match="step 1"):
         train_epoch(net, data, optimizer)
+
+
+def test_an_epoch_stopped_mid_way_resumes_to_the_uninterrupted_result():
+    def fresh():
+        net = small_net()
+        optimizer, scheduler = sgd_one_cycle(net, lr=0.2, momentum=0.9, weight_decay=5e-4, total_steps=8)
+        return net, optimizer, scheduler
+
+    net, optimizer, scheduler = fresh()
+    expected = [train_epoch(net, batches(), optimizer, scheduler) for _ in range(2)]
+
+    net, optimizer, scheduler = fresh()
+    stop, state = StopRequest(), EpochState()
+
+    def signal_at_step_2(step: int) -> None:
+        if step == 2:
+            stop.signum = signal.SIGTERM  # what the handler records
+
+    with pytest.raises(Interrupted, match="stopped after 3 steps") as stopped:
+        train_epoch(net, batches(), optimizer, scheduler, before_step=signal_at_step_2, stop=stop, state=state)
+    assert stopped.value.exit_code == 143 and state.steps == 3 and state.seen == 96
+    saved = io.BytesIO()
+    torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "partial": vars(state)}, saved)
+    saved.seek(0)
+    saved = torch.load(saved, weights_only=True)
+
+    net, optimizer, scheduler = fresh()
+    net.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    resumed = [train_epoch(net, batches(), optimizer, scheduler, state=EpochState(**saved["partial"]))]
+    resumed.append(train_epoch(net, batches(), optimizer, scheduler))
+    assert resumed == expected
+
+
+def test_stop_request_records_the_signal_and_restores_the_handler():
+    before = signal.getsignal(signal.SIGTERM)
+    with StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -103,14 +103,13 @@ def _search_answers(space, p, budgets, top: int, method: str | None):
     """Each budget answered by a search against the fitted graph network (one fit, many budgets)."""
     import torch
 
-    from fitnas import chainsearch, checkpoints
+    from fitnas import chainsearch
     from fitnas.latency import read_table
     from fitnas.pathscore import PathGCN
-    from fitnas.pipeline import PREDICTOR, final_costs
-    from fitnas.predictors import load_gcn
+    from fitnas.pipeline import final_costs, load_predictor
     from fitnas.search import top_k
 
-    scorer = PathGCN(load_gcn(checkpoints.load(PREDICTOR, "fit"), space), space)
+    scorer = PathGCN(load_predictor(space), space)
     latency = read_table(_latency_path(), space) if _latency_path().is_file() or any(b.latency_ms for b in budgets) else None
     tables = chainsearch.cost_tables(final_costs(p, space), latency)
     torch.set_num_threads(1)
@@ -130,7 +129,10 @@ def describe(
     """FLOPs, params and predicted accuracy of one architecture."""
     from fitnas import spaces
 
-    space = spaces.get(space_name)
+    try:
+        space = spaces.get(space_name)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--space") from None
     if not space.ENUMERABLE:
         configured, p = _space_from(config_path)
         if configured is None or configured.NAME != space_name:
@@ -158,20 +160,29 @@ def describe(
 
 def _describe_searched(space, p, arch: str) -> None:
     """A network of a space too large to tabulate: its costs from the cost model, its prediction from the fitted GCN."""
-    from fitnas import checkpoints
     from fitnas.latency import read_table
-    from fitnas.pipeline import PREDICTOR, final_costs
-    from fitnas.predictors import load_gcn
+    from fitnas.pipeline import final_costs, load_predictor
 
     parsed = space.parse(arch)
     costs = final_costs(p, space)
-    predictor = load_gcn(checkpoints.load(PREDICTOR, "fit"), space)
+    predictor = load_predictor(space)
     typer.echo(f"arch:          {arch}")
     typer.echo(f"FLOPs:         {costs.flops(parsed):.3f} M multiply-accumulates")
     typer.echo(f"params:        {costs.params(parsed):.4f} M")
     if _latency_path().is_file():
         typer.echo(f"latency:       {read_table(_latency_path(), space)(parsed):.3f} ms  (latency table)")
     typer.echo(f"predicted acc: {predictor.query([parsed])[0]:.4f}  (fitted graph network; {space.size:.3g} networks in the space)")
+
+
+@app.command(rich_help_panel="Set-up")
+def doctor(params: Path = typer.Option(Path("params.yaml"), help="The params file to check.")) -> None:
+    """Check this machine: params, dataset, torch and device, dvc.yaml's python, DVC, MLflow; says what to fix."""
+    from fitnas.doctor import report, run_checks
+
+    checks = run_checks(params)
+    typer.echo(report(checks))
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

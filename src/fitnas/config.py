@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
+import types
+import typing
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
+import annotated_types
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 
@@ -18,7 +22,11 @@ class Section(BaseModel):
 
 
 class Data(Section):
-    root: Optional[str] = None  # folder holding the four Fashion-MNIST IDX files
+    # null: Fashion-MNIST from the Debian package or a download. Else a folder of the four
+    # Fashion-MNIST IDX files, an image folder (train/<class>/*, test/<class>/*) or an .npz file.
+    root: Optional[str] = None
+    format: Literal["auto", "idx", "imagefolder", "npz"] = "auto"  # auto: told apart by what data.root holds
+    image_size: Optional[PositiveInt] = None  # resize every image to this many pixels square; null keeps the size
     download_dir: str = "data/downloads"
     val_size: PositiveInt = 6000
     train_limit: Optional[PositiveInt] = None  # keep only this many training images after the split (quick runs)
@@ -83,6 +91,7 @@ class Predictor(Section):
     epochs: PositiveInt = 200  # at most; early stopping on held-out ranking picks how many
     lr: PositiveFloat = 1e-3
     weight_decay: float = Field(1e-3, ge=0)
+    batch_size: PositiveInt = 32  # graphs per step; the MLP baseline trains with the same
     hinge_weight: float = Field(0.25, ge=0)  # weight of the pairwise hinge next to the MSE (bench/README.md)
     validation: float = Field(0.2, ge=0, lt=1)  # share held out to choose the epochs; 0: train all epochs
     ensemble: PositiveInt = 3
@@ -146,7 +155,7 @@ class Retrain(Section):
 class Rankcheck(Section):
     """Ground truth for the ranking: networks trained from scratch (stage `rankcheck`, off the default path)."""
 
-    archs: PositiveInt = Field(30, ge=4)  # distinct networks, spread over the FLOPs range, none of them sampled
+    archs: int = Field(30, ge=4)  # distinct networks, spread over the FLOPs range, none of them sampled
     epochs: PositiveInt = 2
     train_limit: Optional[PositiveInt] = 20000  # training images per network
     batch_size: PositiveInt = 128
@@ -163,6 +172,7 @@ class Mlflow(Section):
 class Params(Section):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    distributed: Literal["auto", "off"] = "auto"  # auto: join torchrun's process group when launched by torchrun
     data: Data = Data()
     space: Space = Space()
     supernet: Supernet = Supernet()
@@ -175,6 +185,69 @@ class Params(Section):
     retrain: Retrain = Retrain()
     rankcheck: Rankcheck = Rankcheck()
     mlflow: Mlflow = Mlflow()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Params":
+        """Combinations of settings that are each valid alone but cannot work together."""
+        problems = []
+        if self.data.format in ("idx", "imagefolder", "npz") and self.data.root is None:
+            problems.append(
+                f"data.format is {self.data.format!r} but data.root is null; point data.root at the dataset "
+                f"or set data.format: auto to use Fashion-MNIST from the Debian package or a download"
+            )
+        kind, baselines = self.predictor.kind, self.predictor.baselines
+        if kind in baselines:
+            rest = [b for b in baselines if b != kind]
+            problems.append(
+                f"predictor.kind is {kind!r} and predictor.baselines {baselines} lists it too; a predictor is "
+                f"not its own baseline: set predictor.baselines to [{', '.join(rest)}]"
+            )
+        repeated = sorted({b for b in baselines if baselines.count(b) > 1})
+        if repeated:
+            problems.append(f"predictor.baselines {baselines} lists {', '.join(repeated)} more than once")
+        n = self.sample.n
+        held_out = max(2, round(self.predictor.holdout * n))
+        if n - held_out < MIN_FIT_SAMPLES:
+            problems.append(
+                f"sample.n = {n} with predictor.holdout = {self.predictor.holdout} leaves {n - held_out} samples "
+                f"to fit on ({held_out} held out); the fit needs at least {MIN_FIT_SAMPLES}: raise sample.n "
+                f"or lower predictor.holdout"
+            )
+        size = _space_size(self.space.name)
+        if size is not None and n > size:
+            problems.append(
+                f"sample.n = {n} is more than the {size} distinct networks of space {self.space.name!r}; "
+                f"lower sample.n to at most {size}"
+            )
+        elif size is not None and n + self.rankcheck.archs > size:
+            problems.append(
+                f"sample.n + rankcheck.archs = {n} + {self.rankcheck.archs} is more than the {size} distinct "
+                f"networks of space {self.space.name!r} (the rank check trains networks that were not sampled); "
+                f"lower one of them"
+            )
+        calibration = self.sample.bn_batches * self.sample.bn_batch_size
+        if self.data.train_limit is not None and calibration > self.data.train_limit:
+            problems.append(
+                f"sample.bn_batches x sample.bn_batch_size = {self.sample.bn_batches} x {self.sample.bn_batch_size} "
+                f"= {calibration} calibration images, but data.train_limit = {self.data.train_limit} keeps only "
+                f"{self.data.train_limit} training images; lower sample.bn_batch_size or sample.bn_batches, "
+                f"or raise data.train_limit"
+            )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+MIN_FIT_SAMPLES = 10  # fewer sampled networks than this leave nothing to learn a ranking from
+
+
+def _space_size(name: str) -> int | None:
+    """Distinct networks in the space, when the space module can tell cheaply (`size()`)."""
+    from fitnas import spaces
+
+    module = spaces.SPACES.get(name)
+    size = getattr(module, "size", None)
+    return size() if callable(size) else None
 
 
 def load(path: str | Path = "params.yaml") -> Params:
@@ -192,14 +265,128 @@ def load(path: str | Path = "params.yaml") -> Params:
 
 
 def _explain(path: Path, err: ValidationError) -> str:
+    """One line per problem: the key, the value it has, and what it may be."""
     lines = [f"{path} has {err.error_count()} problem(s):"]
     for problem in err.errors():
-        key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
-        if problem["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key; remove it or check its spelling")
+        loc = problem["loc"]
+        key = _dotted(loc) or "(top level)"
+        value = problem.get("input")
+        kind = problem["type"]
+        if kind == "extra_forbidden":
+            lines.append(f"  {key}: unknown key (set to {_show(value)}); {_suggest_key(loc)}")
+        elif kind == "value_error" and not loc:  # Params._consistent: the message names its keys
+            lines.extend(f"  {line}" for line in problem["msg"].removeprefix("Value error, ").splitlines())
+        elif kind == "model_type":
+            lines.append(f"  {key}: is {_show(value)}, but it is a section of keys: {_section_keys(loc)}")
         else:
-            lines.append(f"  {key}: {problem['msg']} (got {problem.get('input')!r})")
+            field = _field(loc)
+            default = f" (default {_show(field.default)})" if field else ""
+            if kind == "literal_error":
+                message = f"must be one of {problem['ctx']['expected']}{default}{_suggest_value(value, problem)}"
+            else:
+                allowed = f"; allowed: {_describe(field.annotation, field.metadata)}" if field else ""
+                message = problem["msg"].replace("Input should be", "must be") + allowed + default
+            lines.append(f"  {key} = {_show(value)}: {message}")
     return "\n".join(lines)
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The section model that holds the key at `loc`."""
+    model: type[BaseModel] = Params
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _field(loc: tuple):
+    keys = tuple(part for part in loc if isinstance(part, str))  # list items: describe the list
+    model = _model_at(keys)
+    return model.model_fields.get(keys[-1]) if model and keys else None
+
+
+def _section_keys(loc: tuple) -> str:
+    field = _field(loc)
+    model = field.annotation if field else None
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return ", ".join(model.model_fields)
+    return "see params.yaml"
+
+
+def _suggest_key(loc: tuple) -> str:
+    model = _model_at(loc)
+    if model is None:
+        return "remove it"
+    allowed = list(model.model_fields)
+    where = f"in {_dotted(loc[:-1])}" if len(loc) > 1 else "at the top level"
+    close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
+    guess = f"did you mean {_dotted(loc[:-1] + (close[0],))}? " if close else ""
+    return f"{guess}allowed keys {where}: {', '.join(allowed)}"
+
+
+def _suggest_value(value: Any, problem: dict) -> str:
+    """'did you mean' for a misspelt choice."""
+    if not isinstance(value, str):
+        return ""
+    choices = [c.strip(" '") for c in problem["ctx"]["expected"].replace(" or ", ", ").split(",")]
+    close = difflib.get_close_matches(value, choices, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _describe(annotation: Any, metadata: list | tuple = ()) -> str:
+    """A type annotation in words: 'a whole number >= 1', 'null or a number in (0, 1)', ..."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        base, *extra = typing.get_args(annotation)
+        return _describe(base, [*extra, *metadata])
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(annotation)
+        rest = " or ".join(_describe(a, metadata) for a in args if a is not type(None))
+        return f"null or {rest}" if type(None) in args else rest
+    if origin is Literal:
+        return "one of " + ", ".join(_show(c) for c in typing.get_args(annotation))
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(annotation)[0])}"
+    name = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}.get(annotation, str(annotation))
+    return name + _bounds(metadata)
+
+
+def _bounds(metadata) -> str:
+    low = high = None
+    for m in metadata:
+        for attr, strict, is_low in (("gt", True, True), ("ge", False, True), ("lt", True, False), ("le", False, False)):
+            bound = getattr(m, attr, None) if isinstance(m, annotated_types.BaseMetadata) else None
+            if bound is None:
+                continue
+            if is_low and (low is None or bound > low[0]):
+                low = (bound, strict)
+            if not is_low and (high is None or bound < high[0]):
+                high = (bound, strict)
+    if low and high:
+        return f" in {'(' if low[1] else '['}{low[0]}, {high[0]}{')' if high[1] else ']'}"
+    if low:
+        return f" {'>' if low[1] else '>='} {low[0]}"
+    if high:
+        return f" {'<' if high[1] else '<='} {high[0]}"
+    return ""
 
 
 def flatten(params: Params) -> dict[str, object]:

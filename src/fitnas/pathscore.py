@@ -54,7 +54,11 @@ class _Weights:
             self.convs.append((wf, wb, float(1 + forward.eps), float(1 + backward.eps), bias[:hidden]))
         first, last = model.head[0], model.head[2]
         self.head_mean = first.weight[:, :hidden].detach().T
-        self.head_out = first.weight[:, hidden:].detach().T
+        self.head_out = first.weight[:, hidden : 2 * hidden].detach().T
+        # The readout's path counts: on a path graph every node lies on the one
+        # input-to-output path, and a chain space types nodes by (layer, op), so
+        # each present type counts log(1 + 1) and the term is a sum over nodes.
+        self.head_paths = math.log(2) * first.weight[:, 2 * hidden :].detach().T  # [node types, hidden]
         self.head_bias = first.bias.detach()
         self.out_weight = last.weight.detach().T
         self.out_bias = last.bias.detach()
@@ -78,6 +82,8 @@ class PathGCN:
         # Node type of (layer, op), as the space's graph encoding numbers them.
         ops = len(space.OPS)
         self.types = torch.tensor([[space.node_type(i, op) for op in range(ops)] for i in range(space.num_layers)])
+        if len(set(self.types.flatten().tolist()) | {0, 1}) != self.types.numel() + 2:
+            raise ValueError("PathGCN needs a node type per (layer, op): the path counts are then sums over nodes")
         self.evaluations = 0  # architectures scored so far (for benchmarks)
 
     def to_accuracy(self, scores: np.ndarray) -> np.ndarray:
@@ -113,7 +119,8 @@ class PathGCN:
             against[:, :-1] += x[:, 1:]
             z = torch.addmm(bias, along.flatten(0, 1), wf).addmm_(against.flatten(0, 1), wb)
             x = torch.relu_(z).view_as(x).add_(x)
-        hidden = torch.relu(x.mean(1) @ w.head_mean + x[:, -1] @ w.head_out + w.head_bias)
+        paths = w.head_paths[types].sum(1)
+        hidden = torch.relu(x.mean(1) @ w.head_mean + x[:, -1] @ w.head_out + paths + w.head_bias)
         return (hidden @ w.out_weight + w.out_bias).squeeze(-1)
 
     @torch.no_grad()
@@ -134,15 +141,18 @@ class PathGCN:
         while math.prod(dims) // math.prod(dims[j] for j in looped) > chunk and len(looped) < len(dims) - 1:
             looped.append(middle[len(looped)])
         out = torch.zeros(dims)
+        context_types = self._node_types(context.unsqueeze(0))[0]
+        outside = [i for i in range(len(context_types)) if not start < i <= stop]  # nodes of the fixed layers
         for w in self.members:
             constant = self._context_features(w, context)
+            fixed_paths = w.head_paths[context_types[outside]].sum(0)
             for index in itertools.product(*(range(dims[j]) for j in looped)):
                 part = list(choices)
                 where: list = [slice(None)] * len(dims)
                 for j, i in zip(looped, index):
                     part[j] = choices[j][i : i + 1]
                     where[j] = slice(i, i + 1)
-                out[tuple(where)] += self._segment_member(w, constant, start, part)
+                out[tuple(where)] += self._segment_member(w, constant, start, part, fixed_paths)
         out /= len(self.members)
         self.evaluations += out.numel()
         return out.numpy()
@@ -160,7 +170,9 @@ class PathGCN:
             features.append(x)
         return features
 
-    def _segment_member(self, w: _Weights, constant: list[torch.Tensor], start: int, choices: list[torch.Tensor]) -> torch.Tensor:
+    def _segment_member(
+        self, w: _Weights, constant: list[torch.Tensor], start: int, choices: list[torch.Tensor], fixed_paths: torch.Tensor
+    ) -> torch.Tensor:
         """One member's scores over the product of `choices` for layers start, start + 1, ...
 
         Node features are tensors with one axis per segment layer (size 1 where
@@ -205,7 +217,13 @@ class PathGCN:
         for xi in sorted(x.values(), key=lambda t: t.numel()):
             total = _add(total, xi) if total.data_ptr() != outside.data_ptr() else total + xi
         out_node = x.get(nodes - 1, as_constant(final[nodes - 1]))
-        h = torch.relu_(_add(total @ (w.head_mean / nodes), out_node @ w.head_out + w.head_bias))
+        # The path counts' term: the fixed layers' part, plus one per segment layer along its own axis.
+        paths = as_constant(fixed_paths + w.head_bias)
+        for j in range(len(dims)):
+            shape = ones.copy()
+            shape[j] = dims[j]
+            paths = paths + w.head_paths[self.types[start + j, choices[j]]].view(*shape, hidden)
+        h = torch.relu_(_add(total @ (w.head_mean / nodes), out_node @ w.head_out + paths))
         out = (h @ w.out_weight + w.out_bias).squeeze(-1)
         return out.expand(*dims)
 

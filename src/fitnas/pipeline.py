@@ -13,9 +13,12 @@ from pathlib import Path
 from fitnas.checkpoints import CheckpointError
 from fitnas.config import ConfigError
 from fitnas.data import DataError
+from fitnas.distributed import DistributedError
 from fitnas.latency import LatencyTableError
 from fitnas.search import BudgetError
 from fitnas.spaces.base import ArchError
+from fitnas.tracking import TrackingError
+from fitnas.train import DeviceError, Interrupted, NonFiniteLoss
 
 PREPARED = Path("data/prepared")
 TRAIN, VAL, TEST = PREPARED / "train.pt", PREPARED / "val.pt", PREPARED / "test.pt"
@@ -63,40 +66,95 @@ def final_costs(p, space):
     return space.cost_model(shape, size)
 
 
-def read_samples(path: Path, space):
+def _read_table(path: Path, needed: set[str], fix: str):
+    import numpy as np
     import pandas as pd
 
-    fix = "re-run `dvc repro sample` to recreate it"
     if not path.is_file():
-        raise SamplesError(f"{path} does not exist; {fix}")
+        raise SamplesError(f"{path} {'is a folder, not a table' if path.is_dir() else 'does not exist'}; {fix}")
     try:
         table = pd.read_csv(path)
-    except Exception as err:
-        raise SamplesError(f"{path} is unreadable ({err}); {fix}") from None
-    needed = {"arch", "supernet_acc", "flops_M", "params_M"}
+    except Exception as err:  # empty, binary, ragged rows, bad encoding: pandas raises many types
+        raise SamplesError(f"{path} is unreadable ({type(err).__name__}: {err}); {fix}") from None
     if not needed <= set(table.columns):
         raise SamplesError(f"{path} lacks columns {sorted(needed - set(table.columns))}; {fix}")
+    for column in sorted(needed - {"arch"}):
+        values = pd.to_numeric(table[column], errors="coerce")
+        bad = ~np.isfinite(values.to_numpy(dtype=float))
+        if bad.any():
+            row = int(np.argmax(bad))  # line row + 2 of the file: the header is line 1
+            raw = table[column].iloc[row]
+            shown = "empty" if pd.isna(raw) else repr(str(raw))
+            raise SamplesError(f"{path} line {row + 2}: {column} is {shown}, not a number; {fix}")
+        table[column] = values
+    table["arch"] = table["arch"].astype(str)
+    return table
+
+
+def read_samples(path: Path, space):
+    fix = "re-run `dvc repro sample` to recreate it"
+    table = _read_table(path, {"arch", "supernet_acc", "flops_M", "params_M"}, fix)
     if len(table) < 10:
         raise SamplesError(f"{path} has only {len(table)} rows; a fit needs at least 10 (raise sample.n)")
-    for text in table.arch:
-        space.parse(text)
+    _check_archs(path, table, space, fix)
     return table
+
+
+def _check_archs(path: Path, table, space, fix: str) -> None:
+    for row, text in enumerate(table["arch"]):
+        try:
+            space.parse(text)
+        except ArchError as err:
+            raise SamplesError(f"{path} line {row + 2}: {err}\n  {fix}") from None
 
 
 def read_lookup(path: Path):
-    import pandas as pd
-
     fix = "run `dvc repro fit` to create it"
-    if not path.is_file():
-        raise SamplesError(f"lookup table {path} does not exist; {fix}")
-    table = pd.read_csv(path)
-    needed = {"arch", "predicted_acc", "flops_M", "params_M"}
-    if not needed <= set(table.columns):
-        raise SamplesError(f"{path} lacks columns {sorted(needed - set(table.columns))}; {fix}")
+    table = _read_table(path, {"arch", "predicted_acc", "flops_M", "params_M"}, fix)
+    if table.empty:
+        raise SamplesError(f"{path} has no rows; {fix}")
     return table
 
 
-USER_ERRORS = (ConfigError, DataError, BudgetError, ArchError, CheckpointError, SamplesError, LatencyTableError)
+def read_choice(path: Path = CHOICE) -> dict:
+    """results/choice.json, as the search stage wrote it."""
+    fix = "re-run `dvc repro search` to recreate it"
+    if not path.is_file():
+        raise SamplesError(f"{path} does not exist; {fix}")
+    try:
+        choice = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise SamplesError(f"{path} is not valid JSON ({err}); {fix}") from None
+    if not isinstance(choice, dict) or not {"arch", "predicted_acc"} <= set(choice):
+        raise SamplesError(f"{path} lacks the chosen arch or its predicted accuracy; {fix}")
+    return choice
+
+
+def load_predictor(space, path: Path = PREDICTOR):
+    """The graph network the fit stage saved for a space too large to tabulate, ready to query."""
+    from fitnas import checkpoints
+    from fitnas.predictors import load_gcn
+
+    saved = checkpoints.load(path, "fit", space=space.NAME, weights="members")
+    try:
+        return load_gcn(saved, space)
+    except (ValueError, KeyError) as err:
+        raise CheckpointError(f"{path} does not fit this space ({err}); re-run `dvc repro fit` to recreate it") from None
+
+
+USER_ERRORS = (
+    ConfigError,
+    DataError,
+    BudgetError,
+    ArchError,
+    CheckpointError,
+    SamplesError,
+    TrackingError,
+    DeviceError,
+    NonFiniteLoss,
+    DistributedError,
+    LatencyTableError,
+)
 
 
 def friendly_errors(main):
@@ -109,5 +167,8 @@ def friendly_errors(main):
         except USER_ERRORS as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(1)
+        except Interrupted as err:
+            print(f"stopped: {err}", file=sys.stderr)
+            sys.exit(err.exit_code)
 
     return wrapper

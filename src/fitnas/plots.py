@@ -37,8 +37,13 @@ def training_curves(history: pd.DataFrame, path: Path, title: str) -> Path:
 def predicted_vs_measured(holdout: pd.DataFrame, metrics: dict[str, dict], path: Path) -> Path:
     """holdout: measured_acc plus one predicted column per predictor ('pred_<name>')."""
     names = [c.removeprefix("pred_") for c in holdout.columns if c.startswith("pred_")]
-    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.6), squeeze=False)
-    for ax, name in zip(axes[0], names):
+    # At most two panels a row: a wide strip would not fit a page or `dvc plots show`.
+    cols = min(2, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.8 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names):
         ax.scatter(holdout["measured_acc"], holdout[f"pred_{name}"], s=12, alpha=0.7)
         tau = metrics.get(name, {}).get("kendall_tau", float("nan"))
         ax.set(title=f"{name}  (Kendall tau {tau:.3f})", xlabel="supernet accuracy (measured)", ylabel="predicted")

@@ -5,10 +5,15 @@ stages of one execution find each other by a key: the params file, the git
 commit and the DVC experiment name. A parent collects at most one run of each
 stage; when a stage finds its name already there, it is a new execution
 (say `dvc repro -f`, or code changed without a commit) and opens a new parent.
+
+Every stage checks the tracking store before it starts work (`preflight`), so
+an unreachable server costs nothing but a clear message; FITNAS_TRACKING=off
+runs the stages without tracking.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -18,10 +23,107 @@ from pathlib import Path
 from fitnas.config import Params, flatten
 
 DEFAULT_URI_FILE = "mlflow.db"
+OPT_OUT = "FITNAS_TRACKING"  # =off: run the stages without MLflow
+PROBE_TIMEOUT_S = 30  # a refused connection fails at once; this bounds a server that accepts but hangs
+
+
+class TrackingError(RuntimeError):
+    """The MLflow tracking store cannot be used; the message names the URI and the way around it."""
 
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(DEFAULT_URI_FILE).resolve()}"
+
+
+def enabled() -> bool:
+    return os.environ.get(OPT_OUT, "on").strip().lower() not in ("off", "0", "false", "no")
+
+
+def _fix(uri: str) -> str:
+    if uri.startswith(("http://", "https://")):
+        what = "start the server or point MLFLOW_TRACKING_URI at a running one"
+    else:
+        what = "fix MLFLOW_TRACKING_URI (unset, it means the sqlite file mlflow.db in the project)"
+    return f"{what}, or run without tracking: {OPT_OUT}=off dvc repro"
+
+
+@contextlib.contextmanager
+def _quick_requests():
+    """MLflow's HTTP client retries for minutes by default; a probe should answer in seconds."""
+    names = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(dict(zip(names, ("0", str(PROBE_TIMEOUT_S)))))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _sqlite_path(uri: str) -> Path:
+    # sqlite:///relative/path and sqlite:////absolute/path, as SQLAlchemy reads them
+    return Path(uri.removeprefix("sqlite:///"))
+
+
+def problem(uri: str | None = None) -> str | None:
+    """Why the tracking store at `uri` cannot be used, or None when it can. Creates nothing."""
+    uri = uri or tracking_uri()
+    if uri.startswith("sqlite:///"):
+        path = _sqlite_path(uri)
+        if path.is_file():
+            with path.open("rb") as f:
+                header = f.read(16)
+            if header and header != b"SQLite format 3\x00":
+                return f"{path} is not an SQLite database"
+            if not os.access(path, os.W_OK):
+                return f"{path} is not writable"
+        elif path.exists():
+            return f"{path} is not a file"
+        elif not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+            return f"cannot create {path}: its folder {path.parent} is missing or not writable"
+        return None
+    if uri.startswith(("http://", "https://")):
+        from mlflow import MlflowClient
+
+        try:
+            with _quick_requests():
+                MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        except Exception as err:  # refused, timed out, an HTTP error, bad credentials
+            return f"the server does not answer ({_reason(err)})"
+        return None
+    return None  # other stores (file:, databricks, SQL servers): MLflow reports their problems itself
+
+
+def _reason(err: Exception) -> str:
+    """The informative part of an HTTP client's error: its root cause, not the retry bookkeeping."""
+    text = " ".join(str(err).split())
+    cause = text.rpartition("(Caused by ")[2].rstrip(")") if "(Caused by " in text else text
+    return f"{type(err).__name__}: {cause[:240]}"
+
+
+def preflight() -> None:
+    """Fail before any work when tracking is on and its store cannot be used."""
+    if not enabled():
+        return
+    uri = tracking_uri()
+    reason = problem(uri)
+    if reason is not None:
+        raise TrackingError(f"MLflow tracking at {uri} cannot be used: {reason}; {_fix(uri)}")
+
+
+@contextlib.contextmanager
+def _guard(uri: str):
+    """MLflow failures during a stage become one TrackingError naming the URI and the opt-out."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except (MlflowException, OSError) as err:
+        text = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        raise TrackingError(f"MLflow tracking at {uri} failed ({text}); {_fix(uri)}") from None
 
 
 def _git_head() -> str:
@@ -44,59 +146,103 @@ def execution_key(params_path: Path) -> str:
 class StageRun:
     """A child run for one stage; also writes the headline numbers onto the parent."""
 
-    def __init__(self, client, run_id: str, parent_id: str):
+    def __init__(self, client, run_id: str, parent_id: str, uri: str = ""):
         self.client = client
         self.run_id = run_id
         self.parent_id = parent_id
+        self.uri = uri
 
     def log_params(self, params: dict[str, object]) -> None:
-        for key, value in params.items():
-            self.client.log_param(self.run_id, key, value)
+        with _guard(self.uri):
+            for key, value in params.items():
+                self.client.log_param(self.run_id, key, value)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None, to_parent: bool = False) -> None:
         now = int(time.time() * 1000)
-        for key, value in metrics.items():
-            self.client.log_metric(self.run_id, key, float(value), timestamp=now, step=step or 0)
-            if to_parent:
-                self.client.log_metric(self.parent_id, key, float(value), timestamp=now, step=step or 0)
+        with _guard(self.uri):
+            for key, value in metrics.items():
+                self.client.log_metric(self.run_id, key, float(value), timestamp=now, step=step or 0)
+                if to_parent:
+                    self.client.log_metric(self.parent_id, key, float(value), timestamp=now, step=step or 0)
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), folder)
+        with _guard(self.uri):
+            self.client.log_artifact(self.run_id, str(path), folder)
 
     def set_tags(self, tags: dict[str, str], to_parent: bool = False) -> None:
-        for key, value in tags.items():
-            self.client.set_tag(self.run_id, key, value)
-            if to_parent:
-                self.client.set_tag(self.parent_id, key, value)
+        with _guard(self.uri):
+            for key, value in tags.items():
+                self.client.set_tag(self.run_id, key, value)
+                if to_parent:
+                    self.client.set_tag(self.parent_id, key, value)
+
+
+class NullRun(StageRun):
+    """Where a stage logs when tracking is off: nowhere."""
+
+    def __init__(self):
+        super().__init__(None, "", "")
+
+    def log_params(self, params: dict[str, object]) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None, to_parent: bool = False) -> None:
+        pass
+
+    def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
+        pass
+
+    def set_tags(self, tags: dict[str, str], to_parent: bool = False) -> None:
+        pass
 
 
 class stage_run:
-    """Context manager: `with stage_run("fit", params) as run: run.log_metrics(...)`."""
+    """Context manager: `with stage_run("fit", params) as run: run.log_metrics(...)`.
 
-    def __init__(self, stage: str, params: Params, params_path: str | Path = "params.yaml"):
+    With `enabled=False` (every rank but 0 under torchrun) or FITNAS_TRACKING=off it logs nothing.
+    """
+
+    def __init__(self, stage: str, params: Params, params_path: str | Path = "params.yaml", enabled: bool = True):
         self.stage = stage
         self.params = params
         self.params_path = Path(params_path)
+        self.enabled = enabled
 
     def __enter__(self) -> StageRun:
+        if not self.enabled:
+            self.run = NullRun()
+            return self.run
+        if not enabled():
+            print(f"[mlflow] {self.stage}: not tracked ({OPT_OUT}=off)")
+            self.run = NullRun()
+            return self.run
         from mlflow import MlflowClient
 
         uri = tracking_uri()
-        client = MlflowClient(tracking_uri=uri)
-        experiment_id = self._experiment(client, uri)
-        key = execution_key(self.params_path)
-        parent_id = self._parent(client, experiment_id, key)
-        child = client.create_run(
-            experiment_id,
-            run_name=self.stage,
-            tags={"mlflow.parentRunId": parent_id, "fitnas.stage": self.stage, "fitnas.execution": key},
-        )
-        self.run = StageRun(client, child.info.run_id, parent_id)
+        with _guard(uri):
+            client = MlflowClient(tracking_uri=uri)
+            experiment_id = self._experiment(client, uri)
+            key = execution_key(self.params_path)
+            parent_id = self._parent(client, experiment_id, key)
+            child = client.create_run(
+                experiment_id,
+                run_name=self.stage,
+                tags={"mlflow.parentRunId": parent_id, "fitnas.stage": self.stage, "fitnas.execution": key},
+            )
+        self.run = StageRun(client, child.info.run_id, parent_id, uri)
         print(f"[mlflow] {self.stage}: run {child.info.run_id} in parent {parent_id} at {uri}")
         return self.run
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.run.client.set_terminated(self.run.run_id, "FAILED" if exc_type else "FINISHED")
+        if isinstance(self.run, NullRun) or exc_type is TrackingError:
+            return  # nothing to close, or the store failed and closing would fail the same way
+        status = "FINISHED"
+        if exc_type is not None:
+            # Stopped by a signal (the stage resumes when run again) is not a failure.
+            stopped = issubclass(exc_type, KeyboardInterrupt) or hasattr(exc, "signum")
+            status = "KILLED" if stopped else "FAILED"
+        with _guard(self.run.uri):
+            self.run.client.set_terminated(self.run.run_id, status)
 
     def _experiment(self, client, uri: str) -> str:
         name = self.params.mlflow.experiment
@@ -119,7 +265,9 @@ class stage_run:
             parent_id = parents[0].info.run_id
             siblings = client.search_runs(
                 [experiment_id],
-                filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`fitnas.stage` = '{self.stage}'",
+                # A stage that failed or was stopped there is re-run or resumed within the same execution.
+                filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`fitnas.stage` = '{self.stage}'"
+                " and attributes.status = 'FINISHED'",
                 max_results=1,
             )
             if not siblings:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 import os
 import random
+import signal
+import sys
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,15 +16,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from fitnas.distributed import DeviceError, World, pick_device  # noqa: F401  (the stages import these from here)
+
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
-
-
-def pick_device(preference: str = "auto") -> torch.device:
-    if preference == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was asked for in params.yaml but no CUDA GPU is visible; set device: auto")
-    if preference == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(preference)
 
 
 def seed_everything(seed: int) -> None:
@@ -35,8 +32,69 @@ def progress(iterable, desc: str, total: int | None = None):
     return tqdm(iterable, desc=desc, total=total, disable=None, leave=False, dynamic_ncols=True)
 
 
+def autocast(device: torch.device):
+    """bf16 mixed precision on CUDA (bf16 keeps float32's range, so no loss scaling); plain float32 on CPU."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
 class NonFiniteLoss(RuntimeError):
-    pass
+    """The loss became NaN or infinite; the message names the step."""
+
+
+class Interrupted(RuntimeError):
+    """SIGTERM or SIGINT stopped training at a step boundary; `steps` steps of the epoch were applied."""
+
+    def __init__(self, signum: int, steps: int, desc: str):
+        self.signum, self.steps = signum, steps
+        name = signal.Signals(signum).name
+        super().__init__(f"{name} received: {desc} stopped after {steps} steps")
+        self.exit_code = 128 + signum  # what a shell reports for a process killed by the signal
+
+
+class StopRequest:
+    """While active, SIGTERM and SIGINT ask training to stop at the next step instead of killing it.
+
+    The loop notices the request between steps, so the stage can save a checkpoint of a consistent
+    state and exit. A second signal only repeats the message: SIGKILL stops at once.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> StopRequest:
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        again = self.signum is not None
+        self.signum = self.signum or signum
+        print(
+            f"\n{signal.Signals(signum).name}: " + ("already stopping; SIGKILL stops at once" if again else "stopping after this step, saving a checkpoint"),
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+@dataclass
+class EpochState:
+    """How far an epoch got: steps applied and the sums behind its mean loss and accuracy.
+
+    Saved in a checkpoint when training stops mid-epoch, so the resumed epoch reports what an
+    uninterrupted one would.
+    """
+
+    steps: int = 0
+    loss_sum: float = 0.0
+    correct: float = 0.0
+    seen: int = 0
 
 
 def train_epoch(
@@ -44,38 +102,72 @@ def train_epoch(
     batches: Batches,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    before_step: Callable[[], None] | None = None,
+    before_step: Callable[[int], None] | None = None,
     label_smoothing: float = 0.0,
     desc: str = "train",
+    world: World | None = None,
+    stop: StopRequest | None = None,
+    state: EpochState | None = None,
 ) -> tuple[float, float]:
-    """One pass over the batches; returns mean loss and accuracy on the training data."""
+    """One pass over the batches; returns mean loss and accuracy on the training data.
+
+    `before_step(step)` runs before each step (the supernet picks its path there). Under torchrun
+    (`world`) each rank computes its share of every global batch and the summed gradients equal
+    the single-process gradient of the whole batch, BatchNorm statistics aside (they are per rank).
+    `state` resumes an epoch stopped mid-way: its first `state.steps` batches are passed over (the
+    data order still advances) and the sums carry on. A stop request raises `Interrupted` at the end
+    of the step under way, when `state` describes the model exactly.
+    """
+    world = world or World()
+    state = state if state is not None else EpochState()
+    params = [p for p in model.parameters() if p.requires_grad]
+    device = params[0].device
     model.train()
-    loss_sum, correct, seen = 0.0, 0, 0
-    for step, (x, y) in enumerate(progress(batches, desc, total=len(batches) if hasattr(batches, "__len__") else None)):
+    total = len(batches) if hasattr(batches, "__len__") else None
+    shown = progress(batches, desc, total=total) if world.is_main else batches  # one bar, rank 0's
+    for step, (x, y) in enumerate(shown):
+        if step < state.steps:
+            continue
+        n = len(y)
+        if n < world.size:
+            continue  # a remainder smaller than the number of ranks: no rank may get an empty share
         if before_step is not None:
-            before_step()
-        logits = model(x)
-        loss = nn.functional.cross_entropy(logits, y, label_smoothing=label_smoothing)
-        if not math.isfinite(loss.item()):
-            raise NonFiniteLoss(f"loss became {loss.item()} at step {step} of {desc}; lower the learning rate")
+            before_step(step)
+        x, y = world.part(x), world.part(y)
+        with autocast(device):
+            logits = model(x)
+        loss_sum = nn.functional.cross_entropy(logits.float(), y, label_smoothing=label_smoothing, reduction="sum")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # Divided by the global batch, so the gradients summed over ranks are those of the global mean.
+        (loss_sum / n).backward()
+        stopping = stop is not None and stop.signum is not None
+        local = [loss_sum.item(), (logits.argmax(1) == y).sum().item(), float(stopping)]
+        total_loss, correct, votes = world.sum_gradients(params, local)
+        if not math.isfinite(total_loss):
+            raise NonFiniteLoss(f"loss became {total_loss / n} at step {step} of {desc}; lower the learning rate")
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        loss_sum += loss.item() * len(y)
-        correct += (logits.argmax(1) == y).sum().item()
-        seen += len(y)
-    return loss_sum / seen, correct / seen
+        state.steps = step + 1
+        state.loss_sum += total_loss
+        state.correct += correct
+        state.seen += n
+        # Stop only after the step is applied whole: its forward pass already moved BatchNorm's
+        # running statistics, so dropping the update would leave a state no run ever passes through.
+        if votes:
+            raise Interrupted(stop.signum if stop is not None and stop.signum else signal.SIGTERM, state.steps, desc)
+    return state.loss_sum / state.seen, state.correct / state.seen
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Batches) -> tuple[float, float]:
     """Mean cross-entropy and accuracy."""
     model.eval()
+    device = next(model.parameters()).device
     loss_sum, correct, seen = 0.0, 0, 0
     for x, y in batches:
-        logits = model(x)
+        with autocast(device):
+            logits = model(x).float()
         loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(y)
@@ -96,10 +188,12 @@ def recalibrate_batchnorm(model: nn.Module, batches: Batches, n_batches: int) ->
         bn.reset_running_stats()
         bn.momentum = None
     model.train()
+    device = next(model.parameters()).device
     for i, (x, _) in enumerate(batches):
         if i >= n_batches:
             break
-        model(x)
+        with autocast(device):
+            model(x)
     for bn, momentum in zip(norms, momenta):
         bn.momentum = momentum
     model.eval()

@@ -59,6 +59,15 @@ def test_tiny_benchmark_writes_every_number_table_and_plot(table, tmp_path):
     assert "| gcn | 20 |" in markdown and "Noise study" in markdown
     assert report["summary"] == saved["summary"]
 
+    # --resume finds every run in the journal and fits nothing again; other settings are not reused.
+    journal = (tmp_path / "predictors.runs.jsonl").read_text()
+    assert len(journal.splitlines()) == len(saved["runs"])
+    again = bench.main([str(table), "--sizes", "20,40", "--seeds", "2", "--noise-n", "40", "--epochs", "3",
+                        "--ensemble", "1", "--out", str(tmp_path), "--resume"])
+    assert (tmp_path / "predictors.runs.jsonl").read_text() == journal
+    assert again["summary"] == saved["summary"]
+    assert bench.read_journal(tmp_path / "predictors.runs.jsonl", {**saved["settings"], "epochs": 4}) == []
+
 
 def test_noise_scale_hits_the_target_tau():
     truth = np.linspace(0.0, 1.0, 2000)

@@ -211,3 +211,8 @@ def test_supernet_paths_share_weights_with_standalone_networks():
     conv3 = supernet.layers[0].edges["1_0"][nb201.OPS.index("nor_conv_3x3")]
     conv1 = supernet.layers[0].edges["1_0"][nb201.OPS.index("nor_conv_1x1")]
     assert conv3[1].weight.grad is not None and conv1[1].weight.grad is None
+
+
+def test_size_is_the_number_of_distinct_networks():
+    # params.yaml is checked against size() at load, without building the classes.
+    assert nb201.size() == len(nb201.distinct()) == 5260

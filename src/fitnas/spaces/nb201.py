@@ -204,6 +204,14 @@ def class_sizes() -> dict[Arch, int]:
     return sizes
 
 
+DISTINCT_NETWORKS = 5260  # len(distinct()), known without building the classes (tests check it)
+
+
+def size() -> int:
+    """How many distinct networks the space holds; params are checked against it at load."""
+    return DISTINCT_NETWORKS
+
+
 def sample(n: int, rng: random.Random) -> list[Arch]:
     """n distinct networks drawn uniformly without replacement."""
     pool = distinct()

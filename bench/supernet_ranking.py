@@ -1,0 +1,148 @@
+"""Why do supernet scores rank the rank check's networks poorly? Three levers, measured.
+
+Needs a finished `dvc repro rankcheck/dvc.yaml` (its table of networks trained
+from scratch, results/rankcheck.csv) and the prepared data. Run from the project
+folder:
+
+    python bench/supernet_ranking.py                        # all three studies
+    python bench/supernet_ranking.py --supernets 8x5,8x20   # CxE: channels x epochs
+
+1. Supernet training (`--supernets`): trains a supernet per setting with the
+   supernet stage's recipe (uniform single path per step, SGD with one-cycle
+   learning rate), scores the rank check's networks with it exactly as the
+   sample stage does (`fitnas.scoring.SupernetScorer`), and reports Kendall
+   tau against their stand-alone accuracy, with a bootstrap 95% interval.
+2. Sample count (`--sample-sizes`): fits the pipeline's predictor on the first
+   n rows of results/samples.csv and reports the tau of its predictions for the
+   rank check's networks.
+3. The ground truth's own noise (`--truth-seeds`): retrains the rank check's
+   networks with other seeds (cached beside the rank check's own results) and
+   reports the tau between two seeds' stand-alone accuracies, the ceiling for
+   any ranking.
+
+Writes bench/results/supernet_ranking.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fitnas import checkpoints, config, data, spaces
+from fitnas.metrics import bootstrap_kendall_tau, kendall_tau
+from fitnas.pipeline import RANKCHECK, RANKCHECK_CACHE, SAMPLES, SUPERNET, TRAIN, final_costs, read_samples
+from fitnas.predictors import from_settings
+from fitnas.rankcheck import TRUTH, standalone_results
+from fitnas.scoring import SupernetScorer
+from fitnas.train import pick_device, seed_everything, sgd_one_cycle, train_epoch
+
+
+def train_supernet(p: config.Params, space, channels: int, epochs: int, device) -> dict:
+    """A supernet trained with the supernet stage's recipe; returns the checkpoint dict SupernetScorer reads."""
+    cfg = p.supernet
+    seed_everything(p.seed)
+    train = data.load_split(TRAIN)
+    shape = space.NetworkShape(channels, cfg.cells, train.images.shape[1], len(train.classes))
+    net = space.build_supernet(shape).to(device)
+    batches = data.Batches(train, cfg.batch_size, shuffle=True, seed=p.seed, device=device)
+    optimizer, scheduler = sgd_one_cycle(net, cfg.lr, cfg.momentum, cfg.weight_decay, epochs * len(batches))
+    path_rng = random.Random(p.seed)
+    for epoch in range(1, epochs + 1):
+        loss, acc = train_epoch(net, batches, optimizer, scheduler, lambda: net.set_arch(space.random_cell(path_rng)),
+                                desc=f"supernet C={channels} epoch {epoch}/{epochs}")
+        print(f"  C={channels} epoch {epoch}/{epochs}: train loss {loss:.4f} acc {acc:.4f}", flush=True)
+    return {"shape": vars(shape), "model": net.state_dict()}
+
+
+def tau_with_interval(scores, truth, resamples: int, seed: int) -> dict[str, float]:
+    low, high = bootstrap_kendall_tau(np.asarray(scores), np.asarray(truth), resamples, seed)
+    return {"kendall_tau": kendall_tau(np.asarray(scores), np.asarray(truth)), "low": low, "high": high}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--supernets", default="8x5,8x20", help="CxE settings: channels x epochs, comma-separated")
+    parser.add_argument("--sample-sizes", default="50,100,200", help="rows of results/samples.csv the predictor is fitted on")
+    parser.add_argument("--truth-seeds", type=int, default=1, help="extra training seeds for the ground truth (0 skips)")
+    parser.add_argument("--out", default="bench/results")
+    args = parser.parse_args()
+
+    p = config.load(args.params)
+    space = spaces.get(p.space)
+    device = pick_device(p.device)
+    if not RANKCHECK.is_file():
+        raise SystemExit(f"bench: {RANKCHECK} not found; run `dvc repro rankcheck/dvc.yaml` first")
+    table = pd.read_csv(RANKCHECK)
+    truth = table[TRUTH].to_numpy()
+    archs = [space.parse(a) for a in table.arch]
+    resamples, start = p.rankcheck.bootstrap, time.time()
+    report: dict = {"networks": len(table), "params": args.params, "device": str(device)}
+
+    report["supernets"] = []
+    for setting in filter(None, args.supernets.split(",")):
+        channels, epochs = (int(v) for v in setting.lower().split("x"))
+        began = time.time()
+        saved = train_supernet(p, space, channels, epochs, device)
+        trained = time.time() - began
+        scorer = SupernetScorer(p, space, device, saved)
+        scores = [scorer.score(arch)[1] for arch in archs]
+        row = {"channels": channels, "epochs": epochs, "train_seconds": trained,
+               **tau_with_interval(scores, truth, resamples, p.seed)}
+        report["supernets"].append(row)
+        print(f"supernet C={channels} E={epochs}: tau {row['kendall_tau']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]"
+              f" (trained {trained:.0f}s)", flush=True)
+
+    report["sample_sizes"] = []
+    samples = read_samples(SAMPLES, space)
+    costs = final_costs(p, space)
+    for n in (int(v) for v in args.sample_sizes.split(",") if v.strip()):
+        rows = samples.iloc[:n]
+        predictor = from_settings(p.predictor.kind, p.predictor, space, costs.params, p.seed)
+        predictor.fit([space.parse(a) for a in rows.arch], rows.supernet_acc.to_numpy())
+        row = {"n": len(rows), **tau_with_interval(predictor.query(archs), truth, resamples, p.seed)}
+        report["sample_sizes"].append(row)
+        print(f"{p.predictor.kind} fitted on {len(rows)} samples: tau {row['kendall_tau']:+.3f} "
+              f"[{row['low']:+.3f}, {row['high']:+.3f}]", flush=True)
+
+    report["truth_seeds"] = []
+    # Trained at the rank check's shape: the default supernet's.
+    shape = space.NetworkShape(**checkpoints.load(SUPERNET, "supernet")["shape"])
+    for extra in range(1, args.truth_seeds + 1):
+        other = p.model_copy(update={"seed": p.seed + extra})
+        retrained, _ = standalone_results(other, space, shape, table[["arch", "flops_M"]], device, RANKCHECK_CACHE)
+        again = retrained[TRUTH].to_numpy()
+        row = {"seed": other.seed, "mean_abs_diff": float(np.abs(again - truth).mean()),
+               **tau_with_interval(again, truth, resamples, p.seed)}
+        report["truth_seeds"].append(row)
+        print(f"ground truth, seed {p.seed} vs {other.seed}: tau {row['kendall_tau']:+.3f} "
+              f"[{row['low']:+.3f}, {row['high']:+.3f}], mean |diff| {row['mean_abs_diff']:.4f}", flush=True)
+
+    report["seconds"] = time.time() - start
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "supernet_ranking.json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = [f"# Supernet ranking on the rank check's {len(table)} networks", "",
+             "| study | setting | Kendall tau | 95% interval |", "| --- | --- | ---: | --- |"]
+    for row in report["supernets"]:
+        lines.append(f"| supernet scores | C={row['channels']}, {row['epochs']} epochs ({row['train_seconds']:.0f}s) | "
+                     f"{row['kendall_tau']:.3f} | {row['low']:.3f} to {row['high']:.3f} |")
+    for row in report["sample_sizes"]:
+        lines.append(f"| {p.predictor.kind} predictions | fitted on {row['n']} samples | "
+                     f"{row['kendall_tau']:.3f} | {row['low']:.3f} to {row['high']:.3f} |")
+    for row in report["truth_seeds"]:
+        lines.append(f"| stand-alone, seed {p.seed} vs {row['seed']} | mean abs. difference {row['mean_abs_diff']:.4f} | "
+                     f"{row['kendall_tau']:.3f} | {row['low']:.3f} to {row['high']:.3f} |")
+    (out / "supernet_ranking.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"bench: {report['seconds']:.0f}s; wrote {out}/supernet_ranking.json and .md")
+
+
+if __name__ == "__main__":
+    main()

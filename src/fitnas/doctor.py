@@ -1,0 +1,113 @@
+"""`fitnas doctor`: is this machine ready to run the pipeline? Each check says OK or FAIL and what to fix."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def check_params(path: Path):
+    from fitnas import config
+
+    try:
+        p = config.load(path)
+    except config.ConfigError as err:
+        return None, Check("params", False, str(err), f"edit {path}")
+    return p, Check("params", True, f"{path} is valid (space {p.space.name}, device {p.device})")
+
+
+def check_dataset(p) -> Check:
+    from fitnas import data
+
+    if p is None:
+        return Check("dataset", False, "not checked until params.yaml is valid")
+    try:
+        return Check("dataset", True, data.check_source(p.data.root, p.data.format, Path(p.data.download_dir)))
+    except data.DataError as err:
+        return Check("dataset", False, str(err), "set data.root in params.yaml to your data (README: Bring your own data)")
+
+
+def check_torch(p) -> Check:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    device = "cuda" if (cuda and (p is None or p.device != "cpu")) else "cpu"
+    where = f"CUDA: {torch.cuda.get_device_name(0)}" if cuda else "no CUDA GPU visible"
+    detail = (f"torch {torch.__version__} on {device} ({where}); {torch.get_num_threads()} threads, "
+              f"{os.cpu_count()} cores")
+    if p is not None and p.device == "cuda" and not cuda:
+        return Check("torch", False, detail, "params.yaml has device: cuda but no GPU is visible; set device: auto")
+    return Check("torch", True, detail)
+
+
+def check_python() -> Check:
+    """dvc.yaml runs `python stages/...`: the `python` on PATH must be the one fitnas is installed in."""
+    python = shutil.which("python")
+    if python is None:
+        return Check("python", False, "no `python` on PATH (dvc.yaml's commands run `python stages/...`)",
+                     "source .venv/bin/activate")
+    result = subprocess.run([python, "-c", "import fitnas"], capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        return Check("python", False, f"{python} (dvc.yaml's `python`) cannot import fitnas",
+                     "source .venv/bin/activate (or pip install -e . into that python)")
+    return Check("python", True, f"{python} imports fitnas")
+
+
+def check_dvc(project: Path) -> Check:
+    try:
+        import dvc
+        from dvc.version import __version__
+    except ImportError:
+        return Check("dvc", False, "dvc is not installed", "pip install dvc (scripts/setup.sh does)")
+    del dvc
+    if not (project / ".dvc").is_dir():
+        return Check("dvc", False, f"dvc {__version__}, but {project.resolve()} is not a DVC repository (no .dvc/)",
+                     "run from the project folder (the one with dvc.yaml), or `git init && dvc init` in a copy")
+    if not (project / "dvc.yaml").is_file():
+        return Check("dvc", False, f"no dvc.yaml in {project.resolve()}", "run from the project folder")
+    return Check("dvc", True, f"dvc {__version__}; repository at {project.resolve()}")
+
+
+def check_mlflow() -> Check:
+    from fitnas import tracking
+
+    if not tracking.enabled():
+        return Check("mlflow", True, f"tracking off ({tracking.OPT_OUT}=off): stages run without MLflow")
+    uri = tracking.tracking_uri()
+    reason = tracking.problem(uri)
+    if reason is not None:
+        return Check("mlflow", False, f"{uri}: {reason}",
+                     "start the server or fix MLFLOW_TRACKING_URI, or run without tracking: FITNAS_TRACKING=off")
+    return Check("mlflow", True, f"{uri} is usable")
+
+
+def run_checks(params_path: Path, project: Path = Path(".")) -> list[Check]:
+    p, params = check_params(params_path)
+    checks: list[Callable[[], Check]] = [
+        lambda: check_dataset(p), lambda: check_torch(p), check_python, lambda: check_dvc(project), check_mlflow,
+    ]
+    return [params] + [check() for check in checks]
+
+
+def report(checks: list[Check]) -> str:
+    lines = []
+    for c in checks:
+        detail = c.detail.replace("\n", "\n" + " " * 16)
+        lines.append(f"{'OK' if c.ok else 'FAIL':<5} {c.name:<9} {detail}")
+        if not c.ok and c.fix:
+            lines.append(f"{'':<5} {'':<9} fix: {c.fix}")
+    failed = sum(not c.ok for c in checks)
+    lines.append("ready to run: dvc repro" if not failed else f"{failed} problem(s) to fix before `dvc repro`")
+    return "\n".join(lines)
