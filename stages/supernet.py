@@ -36,7 +36,7 @@ def main(params_path: str = "params.yaml") -> None:
 
 def resume_key(p: config.Params, space) -> str:
     """What the trained supernet depends on: its params, the data and the training code."""
-    code = [Path(__file__), Path(train_module.__file__), Path(data.__file__), Path(distributed.__file__), Path(space.__file__)]
+    code = [Path(__file__), Path(train_module.__file__), Path(data.__file__), Path(distributed.__file__), spaces.source_file(space)]
     settings = {"seed": p.seed, "space": p.space.model_dump(), "supernet": p.supernet.model_dump()}
     return checkpoints.resume_key("supernet", settings, [TRAIN, VAL, *code])
 

@@ -82,7 +82,8 @@ def test_budget_and_method_experiments_rerun_only_search_and_retrain(reproduced)
     assert after["search_method"] == "evolution"
     assert after["flops_M"] <= budget and after["latency_ms"] <= latency
     final = json.loads((project / "metrics/final.json").read_text())
-    assert final["flops_M"] <= budget
+    assert final["flops_M"] <= budget and final["latency_ms"] <= latency
+    assert final["budget_flops"] == budget and final["budget_latency_ms"] == latency
 
 
 def test_lookup_answers_several_budgets_from_one_fit(reproduced):
@@ -96,3 +97,20 @@ def test_lookup_answers_several_budgets_from_one_fit(reproduced):
     rows = [line.split() for line in result.stdout.splitlines() if line.strip()[:1].isdigit()]
     assert [float(r[2]) <= b for r, b in zip(rows, budgets)] == [True, True]
     assert float(rows[0][1]) <= float(rows[1][1]) + 1e-9  # a larger budget predicts no worse
+
+
+def test_rank_check_on_the_chain_space(reproduced):
+    project, _ = reproduced
+    run([sys.executable, "-m", "dvc", "repro", "rankcheck/dvc.yaml"], project)
+    table = pd.read_csv(project / "results/rankcheck.csv")
+    samples = pd.read_csv(project / "results/samples.csv")
+    assert len(table) == 4 and table.arch.is_unique and not set(table.arch) & set(samples.arch)
+    assert table.flops_M.is_monotonic_increasing and table.standalone_acc.between(0, 1).all()
+    from fitnas.pipeline import load_predictor
+
+    space = _space(project)
+    predictor = load_predictor(space, project / "models/predictor.pt")
+    archs = [space.parse(a) for a in table.arch]
+    assert predictor.query(archs) == pytest.approx(table.predicted_acc.to_numpy(), abs=1e-5)
+    report = json.loads((project / "metrics/rankcheck.json").read_text())
+    assert -1 <= report["predicted_acc.kendall_tau"] <= 1

@@ -8,6 +8,8 @@ distinct network (`distinct`, `class_sizes`), so the fit tabulates it whole; any
 
 from __future__ import annotations
 
+import inspect
+from pathlib import Path
 from typing import Any
 
 from fitnas.spaces import mobilenet, nb201
@@ -23,3 +25,8 @@ def get(spec: Any) -> Any:
     if name == "mobilenet":
         return mobilenet.from_settings(None if isinstance(spec, str) else spec.mobilenet)
     return SPACES[name]
+
+
+def source_file(space: Any) -> Path:
+    """The file that defines a space (its module, or the class of a space object): part of what a result depends on."""
+    return Path(inspect.getfile(space if inspect.ismodule(space) else type(space)))
