@@ -75,7 +75,7 @@ def main() -> None:
     args = parser.parse_args()
 
     p = config.load(args.params)
-    space = spaces.get(p.space.name)
+    space = spaces.get(p.space)
     device = pick_device(p.device)
     if not RANKCHECK.is_file():
         raise SystemExit(f"bench: {RANKCHECK} not found; run `dvc repro rankcheck/dvc.yaml` first")

@@ -3,8 +3,21 @@
 import time
 
 from fitnas import config, plots, spaces
-from fitnas.pipeline import LOOKUP, METRICS, PLOTS, RANKCHECK, RANKCHECK_CACHE, SAMPLES, friendly_errors, read_lookup, read_samples, write_json
-from fitnas.rankcheck import RANKERS, pick_archs, rank_report, standalone_results, verdict
+from fitnas.pipeline import (
+    LOOKUP,
+    METRICS,
+    PLOTS,
+    RANKCHECK,
+    RANKCHECK_CACHE,
+    SAMPLES,
+    final_costs,
+    friendly_errors,
+    load_predictor,
+    read_lookup,
+    read_samples,
+    write_json,
+)
+from fitnas.rankcheck import POOL_PER_ARCH, RANKERS, pick_archs, rank_report, searched_pool, standalone_results, verdict
 from fitnas.scoring import SupernetScorer
 from fitnas.tracking import preflight, stage_run
 from fitnas.train import pick_device, progress, seed_everything
@@ -17,10 +30,15 @@ def main(params_path: str = "params.yaml") -> None:
     cfg = p.rankcheck
     seed_everything(p.seed)
     device = pick_device(p.device)
-    space = spaces.get(p.space.name)
+    space = spaces.get(p.space)
     start = time.time()
+    if space.ENUMERABLE:
+        pool, source = read_lookup(LOOKUP), "the fit's lookup table"
+    else:  # too large to list: random networks, predicted by the saved graph network
+        pool = searched_pool(space, load_predictor(space), final_costs(p, space), POOL_PER_ARCH * cfg.archs, p.seed + 5)
+        source = "the fitted graph network"
     # Seeded apart from the sample stage's draw (seed + 2) and the supernet's probes (seed + 3).
-    picked = pick_archs(space, read_lookup(LOOKUP), read_samples(SAMPLES, space).arch, cfg.archs, p.seed + 4)
+    picked = pick_archs(space, pool, read_samples(SAMPLES, space).arch, cfg.archs, p.seed + 4)
 
     scorer = SupernetScorer(p, space, device)
     scores = [scorer.score(space.parse(arch)) for arch in progress(picked.arch, "rankcheck: supernet scores")]
@@ -36,7 +54,7 @@ def main(params_path: str = "params.yaml") -> None:
     seconds = time.time() - start
     summary = report | {"seconds": seconds, "seconds_per_network": float(table.train_seconds.mean()), "from_cache": cached}
     write_json(METRICS / "rankcheck.json", summary)
-    titles = RANKERS | {"predicted_acc": f"{p.predictor.kind} prediction (the fit's lookup table)"}
+    titles = RANKERS | {"predicted_acc": f"{p.predictor.kind} prediction ({source})"}
     figure = plots.rank_check(table, report, titles, PLOTS / "rankcheck.png")
     for column in RANKERS:
         print(f"rankcheck: {column:>13}  Kendall tau {report[f'{column}.kendall_tau']:+.3f} "

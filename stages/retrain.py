@@ -26,7 +26,7 @@ def main(params_path: str = "params.yaml") -> None:
 
 def resume_key(p: config.Params, space) -> str:
     """What the final network depends on: its params, the choice, the data and the training code."""
-    code = [Path(__file__), Path(train_module.__file__), Path(data.__file__), Path(distributed.__file__), Path(space.__file__)]
+    code = [Path(__file__), Path(train_module.__file__), Path(data.__file__), Path(distributed.__file__), spaces.source_file(space)]
     settings = {"seed": p.seed, "space": p.space.model_dump(), "final": p.final.model_dump(), "retrain": p.retrain.model_dump()}
     return checkpoints.resume_key("retrain", settings, [CHOICE, TRAIN, VAL, *code])
 
@@ -35,7 +35,7 @@ def retrain(p: config.Params, params_path: str, world: distributed.World) -> Non
     cfg = p.retrain
     device = world.device
     seed_everything(p.seed)
-    space = spaces.get(p.space.name)
+    space = spaces.get(p.space)
     choice = read_choice(CHOICE)
     arch = space.canonical(space.parse(choice["arch"]))
     shape, size = final_shape(p, space)
@@ -120,6 +120,8 @@ def retrain(p: config.Params, params_path: str, world: distributed.World) -> Non
             "predicted_acc": choice["predicted_acc"],
             "budget_flops": p.budget.flops,
             "budget_params": p.budget.params,
+            "budget_latency_ms": p.budget.latency_ms,
+            "latency_ms": choice.get("latency_ms"),  # the latency table's estimate, when the search had one
             "train_seconds": seconds_before + time.time() - start,
         }
         write_json(METRICS / "final.json", final)

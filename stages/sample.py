@@ -27,7 +27,7 @@ def main(params_path: str = "params.yaml") -> None:
 def sample(p: config.Params, params_path: str, world: distributed.World) -> None:
     cfg = p.sample
     seed_everything(p.seed)
-    space = spaces.get(p.space.name)
+    space = spaces.get(p.space)
     scorer = SupernetScorer(p, space, world.device)
     costs = final_costs(p, space)
 

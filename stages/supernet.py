@@ -36,7 +36,7 @@ def main(params_path: str = "params.yaml") -> None:
 
 def resume_key(p: config.Params, space) -> str:
     """What the trained supernet depends on: its params, the data and the training code."""
-    code = [Path(__file__), Path(train_module.__file__), Path(data.__file__), Path(distributed.__file__), Path(space.__file__)]
+    code = [Path(__file__), Path(train_module.__file__), Path(data.__file__), Path(distributed.__file__), spaces.source_file(space)]
     settings = {"seed": p.seed, "space": p.space.model_dump(), "supernet": p.supernet.model_dump()}
     return checkpoints.resume_key("supernet", settings, [TRAIN, VAL, *code])
 
@@ -45,9 +45,9 @@ def train_supernet(p: config.Params, params_path: str, world: distributed.World)
     cfg = p.supernet
     device = world.device
     seed_everything(p.seed)
-    space = spaces.get(p.space.name)
+    space = spaces.get(p.space)
     train, val = data.load_split(TRAIN), data.load_split(VAL)
-    shape = space.NetworkShape(cfg.channels, cfg.cells, train.images.shape[1], len(train.classes))
+    shape = space.network_shape(cfg, train.images.shape[1], len(train.classes))
     net = space.build_supernet(shape).to(device)
     batches = data.Batches(train, cfg.batch_size, shuffle=True, seed=p.seed, device=device)
     val_batches = data.Batches(data.subset(val, 2000, p.seed), 500, shuffle=False, seed=p.seed, device=device)

@@ -28,6 +28,16 @@ TINY = {
 }
 
 
+# The chain space at tiny size: 9 layers in 3 stages, segments of 4 (2,401 candidates each), 3 super-cells.
+CHAIN_TINY = {
+    "space": {"name": "mobilenet", "mobilenet": {"stem": 8, "first": 8, "widths": [8, 16, 16], "depths": [3, 3, 3],
+                                                 "strides": [1, 2, 2], "head": 32}},
+    "search": {"segment": 4, "super_cells": 3, "contexts": 1, "pareto_points": 2,
+               "evolution": {"population": 20, "generations": 5}},
+    "latency": {"warmup": 1, "repeats": 3, "check_networks": 2},
+}
+
+
 def merged(base: dict, patch: dict) -> dict:
     out = dict(base)
     for key, value in patch.items():
@@ -100,8 +110,16 @@ def make_project(project: Path, patch: dict = TINY) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_project(tmp_path_factory) -> Path:
-    """A copy of the project (code, dvc.yaml, tiny params) in a fresh git + DVC repository."""
+    """The tiny configuration on the NAS-Bench-201 space."""
     return make_project(tmp_path_factory.mktemp("project"))
+
+
+@pytest.fixture(scope="session")
+def tiny_chain_project(tmp_path_factory) -> Path:
+    """The tiny configuration on the MobileNet-style chain space."""
+    return make_project(tmp_path_factory.mktemp("project"), merged(TINY, CHAIN_TINY))
+
+
 # --------------------------------------------------------------------------
 # Stages run on their own, in a folder of tiny prepared data (tests/stages/)
 

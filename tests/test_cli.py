@@ -83,6 +83,70 @@ def test_help_lists_stages_and_queries():
         assert name in result.output
 
 
+@pytest.fixture
+def chain_project(tmp_path, monkeypatch):
+    """What `fitnas lookup` reads for a searched space: params, the fitted predictor, the data's shape."""
+    import numpy as np
+    import torch
+    import yaml
+
+    from fitnas import data
+    from fitnas.predictors import GCNPredictor, gcn_state
+    from fitnas.spaces.mobilenet import ChainSpace, NetworkShape
+
+    layout = {"stem": 8, "first": 8, "widths": [8, 16, 16], "depths": [3, 3, 2], "strides": [1, 2, 2], "head": 16}
+    params = {"space": {"name": "mobilenet", "mobilenet": layout},
+              "search": {"segment": 4, "super_cells": 3, "contexts": 1, "evolution": {"population": 20, "generations": 5}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    space = ChainSpace(NetworkShape(**layout))
+    archs = space.sample(30, random.Random(0))
+    predictor = GCNPredictor(space, hidden=8, layers=2, epochs=2, ensemble=1, validation=0).fit(archs, [sum(a) for a in archs])
+    (tmp_path / "models").mkdir()
+    torch.save(gcn_state(predictor), tmp_path / "models/predictor.pt")
+    (tmp_path / "data/prepared").mkdir(parents=True)
+    data.save_split(tmp_path / "data/prepared/val.pt", np.zeros((4, 28, 28)), np.arange(4), [str(i) for i in range(10)])
+    monkeypatch.chdir(tmp_path)
+    return space
+
+
+@pytest.mark.parametrize("method", ["progressive", "evolution"])
+def test_lookup_searches_a_space_too_large_to_tabulate(chain_project, method):
+    space = chain_project
+    costs = space.cost_model(space.network_shape(None, 1, 10), 28)
+    low, high = costs.tables["flops"].min(), costs.tables["flops"].max()
+    budgets = [round(low + 0.3 * (high - low), 2), round(low + 0.7 * (high - low), 2)]
+    args = ["lookup", "--flops", str(budgets[0]), "--flops", str(budgets[1]), "--top", "2", "--method", method]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("budget:") == 2
+    rows = [line.split() for line in result.output.splitlines() if line.strip()[:1].isdigit()]
+    assert len(rows) == 4
+    for (rank, _, flops, params, arch), budget in zip(rows, [budgets[0]] * 2 + [budgets[1]] * 2):
+        assert float(flops) <= budget
+        assert costs.flops(space.parse(arch)) == pytest.approx(float(flops), abs=0.01)
+
+
+def test_lookup_of_a_searched_space_needs_the_latency_table_for_a_latency_budget(chain_project):
+    result = runner.invoke(app, ["lookup", "--latency-ms", "3"])
+    assert result.exit_code == 1 and "fitnas latency-table" in result.output
+
+
+def test_help_lists_the_latency_table_command():
+    result = runner.invoke(app, ["--help"])
+    assert "latency-table" in result.output
+
+
+def test_describe_a_network_of_a_searched_space(chain_project):
+    space = chain_project
+    arch = space.to_str(space.random_cell(random.Random(1)))
+    result = runner.invoke(app, ["describe", arch, "--space", "mobilenet"])
+    assert result.exit_code == 0, result.output
+    costs = space.cost_model(space.network_shape(None, 1, 10), 28)
+    assert f"{costs.flops(space.parse(arch)):.3f} M" in result.output and "predicted acc:" in result.output
+    bad = runner.invoke(app, ["describe", "k3e3", "--space", "mobilenet"])
+    assert bad.exit_code == 1 and "expected:" in bad.output
+
+
 def test_describe_unknown_space_is_a_usage_error(table):
     path, _ = table
     result = runner.invoke(app, ["describe", nb201.EXAMPLE, "--table", str(path), "--space", "darts"])

@@ -62,6 +62,19 @@ def test_bad_values_name_the_key_the_value_and_what_is_allowed(tmp_path, patch, 
 @pytest.mark.parametrize(
     "patch, expected",
     [
+        ({"space": {"mobilenet": {"widths": [8, 16], "depths": [2]}}}, "one value per stage"),
+        ({"space": {"mobilenet": {"kernels": [4]}}}, "space.mobilenet.kernels"),
+        ({"search": {"method": "random"}}, "search.method"),
+        ({"budget": {"latency_ms": -1}}, "budget.latency_ms"),
+    ],
+)
+def test_bad_chain_space_and_search_settings_name_the_key(tmp_path, patch, expected):
+    assert expected in problems(tmp_path, patch)
+
+
+@pytest.mark.parametrize(
+    "patch, expected",
+    [
         ({"predictor": {"kind": "mlp"}}, "predictor.kind is 'mlp' and predictor.baselines ['mlp', 'rf', 'params'] lists it too"),
         ({"predictor": {"baselines": ["rf", "rf"]}}, "predictor.baselines ['rf', 'rf'] lists rf more than once"),
         ({"sample": {"n": 11}}, "sample.n = 11 with predictor.holdout = 0.2 leaves 9 samples to fit on (2 held out)"),

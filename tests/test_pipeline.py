@@ -15,7 +15,7 @@ from conftest import run
 
 pytestmark = pytest.mark.slow
 
-STAGES = {"prepare", "supernet", "sample", "fit", "search", "retrain"}
+STAGES = {"prepare", "supernet", "sample", "fit", "latency", "search", "retrain"}
 
 
 def ran_stages(output: str) -> set[str]:
@@ -37,7 +37,8 @@ def test_repro_runs_every_stage_and_writes_every_output(reproduced):
         "data/prepared/train.pt", "data/prepared/val.pt", "data/prepared/test.pt",
         "models/supernet.pt", "models/final.pt",
         "results/samples.csv", "results/lookup.csv", "results/fit_holdout.csv",
-        "results/choice.json", "results/topk.csv", "results/pareto.csv",
+        "results/choice.json", "results/topk.csv", "results/pareto.csv", "results/latency.csv",
+        "results/candidates.csv", "models/predictor.pt",
         "metrics/supernet_history.csv", "metrics/retrain_history.csv",
         "plots/supernet_curves.png", "plots/fit_scatter.png", "plots/pareto.png", "plots/retrain_curves.png",
     ]:
@@ -74,14 +75,23 @@ def untimed(metrics: dict) -> dict:
 
 
 def test_a_second_run_from_clean_gives_identical_results(reproduced, tmp_path):
-    """A fresh clone of the baseline, `dvc repro` from nothing: the same metrics, tables, plots and weights on CPU."""
+    """A fresh clone of the baseline, `dvc repro` from nothing: the same metrics, tables, plots and weights on CPU.
+
+    Except the latency table: timings are measurements, not computations, so the
+    table is versioned and pulled, as a user's CI would (`dvc pull latency`), not re-measured.
+    """
     project, _ = reproduced
     clone = tmp_path / "clone"
+    remote = tmp_path / "remote"
+    run([sys.executable, "-m", "dvc", "remote", "add", "--local", "store", str(remote)], project)  # .dvc/config.local: untracked
+    run([sys.executable, "-m", "dvc", "push", "-r", "store", "latency"], project)
     run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
-    assert not (clone / "models/supernet.pt").exists()
+    assert not (clone / "models/supernet.pt").exists() and not (clone / "results/latency.csv").exists()
+    run([sys.executable, "-m", "dvc", "remote", "add", "--local", "store", str(remote)], clone)
+    run([sys.executable, "-m", "dvc", "pull", "-r", "store", "latency"], clone)
     result = run([sys.executable, "-m", "dvc", "repro"], clone)
-    assert ran_stages(result.stdout) == STAGES
-    for name in ("prepare", "supernet", "sample", "fit", "search", "final"):
+    assert ran_stages(result.stdout) == STAGES - {"latency"}
+    for name in ("prepare", "supernet", "sample", "fit", "latency", "search", "final"):
         first, second = (json.loads((root / f"metrics/{name}.json").read_text()) for root in (project, clone))
         assert untimed(second) == untimed(first), name
     files = [p.relative_to(project) for folder in ("results", "metrics", "plots") for p in sorted((project / folder).iterdir())]
@@ -230,5 +240,5 @@ def test_a_supernet_param_change_reruns_everything_downstream(reproduced):
     run([sys.executable, "-m", "dvc", "checkout", "dvc.yaml"], project)
     assert "up to date" in run([sys.executable, "-m", "dvc", "status", "dvc.yaml"], project).stdout
     result = run([sys.executable, "-m", "dvc", "exp", "run", "-S", "supernet.lr=0.05"], project)
-    assert ran_stages(result.stdout) == STAGES - {"prepare"}
+    assert ran_stages(result.stdout) == STAGES - {"prepare", "latency"}  # the latency table times blocks, not the supernet
     assert "up to date" in run([sys.executable, "-m", "dvc", "status", "dvc.yaml"], project).stdout

@@ -45,6 +45,30 @@ def test_pick_archs_asking_for_too_many_names_the_key(lookup):
         rankcheck.pick_archs(nb201, lookup, [], len(lookup) + 1, seed=0)
 
 
+def test_a_searched_space_picks_from_random_networks_with_their_predictions_and_costs():
+    import random
+
+    from fitnas import spaces
+
+    space = spaces.get("mobilenet")
+    costs = space.cost_model(space.network_shape(None, 1, 10), 28)
+
+    class LayerSum:  # a stand-in predictor: any object with query(archs)
+        def query(self, archs):
+            return np.array([float(sum(a)) for a in archs])
+
+    pool = rankcheck.searched_pool(space, LayerSum(), costs, 200, seed=1)
+    assert len(pool) == 200 and pool.arch.is_unique
+    first = space.parse(pool.arch[0])
+    assert pool.predicted_acc[0] == sum(first) and pool.flops_M[0] == pytest.approx(costs.flops(first), abs=1e-6)
+    sampled = [space.to_str(a) for a in space.sample(20, random.Random(1))]  # the same draw: the pool's first 20
+    picked = rankcheck.pick_archs(space, pool, sampled, 8, seed=0)
+    assert len(picked) == 8 and not set(picked.arch) & set(sampled)
+    assert picked.flops_M.is_monotonic_increasing
+    rest = pool[~pool.arch.isin(sampled)]
+    assert picked.flops_M.iloc[0] == rest.flops_M.min() and picked.flops_M.iloc[-1] == rest.flops_M.max()
+
+
 def test_cache_round_trip_keeps_only_the_same_key(tmp_path):
     path = tmp_path / "cache.csv"
     row = dict(standalone_acc=0.8, standalone_loss=0.5, train_acc=0.9, train_seconds=3.0)

@@ -42,3 +42,19 @@ def test_pareto_front(table):
     assert front.arch.tolist() == ["d", "b", "c", "a", "e"]
     dominated = pd.concat([table, pd.DataFrame([{"arch": "z", "predicted_acc": 0.6, "flops_M": 60.0, "params_M": 1.0}])])
     assert "z" not in pareto_front(dominated).arch.tolist()
+
+
+def test_latency_budget_combines_with_the_others(table):
+    table = table.assign(latency_ms=[3.0, 1.0, 2.0, 0.5, 4.0])
+    assert top_k(table, Budget(latency_ms=2.5), 5).arch.tolist() == ["c", "b", "d"]
+    assert top_k(table, Budget(flops=20, latency_ms=2.5), 5).arch.tolist() == ["b", "d"]
+    assert top_k(table, Budget(params=0.2, latency_ms=0.7), 5).arch.tolist() == ["d"]
+    with pytest.raises(BudgetError) as err:
+        top_k(table, Budget(latency_ms=0.1), 3)
+    assert "0.5000 ms" in str(err.value) and "budget.latency_ms" in str(err.value)
+    assert "latency_ms <= 0.1 ms" in str(err.value)
+
+
+def test_latency_budget_without_latency_column_says_how_to_build_it(table):
+    with pytest.raises(BudgetError, match="latency table"):
+        top_k(table, Budget(latency_ms=1.0), 3)

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY, make_project, merged, run
+from test_pipeline import STAGES
 
 pytestmark = pytest.mark.slow
 
-STAGES = {"prepare", "supernet", "sample", "fit", "search", "retrain"}
 # Smaller still than the shared tiny configuration: this test is about tracking, not results.
 SMALL = merged(TINY, {
     "data": {"val_size": 300, "train_limit": 600, "test_limit": 200},

@@ -25,12 +25,14 @@ def load(
     stage: str,
     space: str | None = None,
     shape: dict[str, tuple[object, str]] | None = None,
+    weights: str = "model",
 ) -> dict:
     """The checkpoint at `path`, checked against what the caller is about to build.
 
     space: the search space the params name; shape: for each saved shape field,
     (the value the params imply, the param or input it comes from). A mismatch
-    names the field, both values and the stage to re-run.
+    names the field, both values and the stage to re-run. weights: the key that
+    holds the weights (a state dict, or a list of them for an ensemble).
     """
     fix = f"re-run `dvc repro {stage}` to recreate it"
     if not path.is_file():
@@ -39,7 +41,7 @@ def load(
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged or truncated archive
         raise CheckpointError(f"{path} is unreadable ({type(err).__name__}: {err}); {fix}") from None
-    if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
+    if not isinstance(saved, dict) or not isinstance(saved.get(weights), (dict, list)) or not saved[weights]:
         raise CheckpointError(f"{path} is not a fitnas checkpoint (no model weights in it); {fix}")
     if space is not None and saved.get("space") != space:
         raise CheckpointError(

@@ -21,18 +21,19 @@ STAGES = ("prepare", "supernet", "sample", "fit", "search", "retrain")
 RANKCHECK_REPRO = "dvc repro rankcheck/dvc.yaml"  # its own dvc.yaml keeps it off a plain `dvc repro`
 
 
-def _stage_command(name: str, repro: str = "dvc repro") -> None:
+def _stage_command(name: str, repro: str = "dvc repro", command_name: str | None = None) -> None:
     module = importlib.import_module(f"fitnas.stages.{name}")
 
     def command(params: Path = typer.Option(Path("params.yaml"), help="The params file to read.")) -> None:
         module.main(str(params))
 
     command.__doc__ = (module.__doc__ or name).strip().splitlines()[0] + f" (what `{repro}` runs)"
-    app.command(name, rich_help_panel="Pipeline stages")(command)
+    app.command(command_name or name, rich_help_panel="Pipeline stages")(command)
 
 
 for _name in STAGES:
     _stage_command(_name)
+_stage_command("latency", "dvc repro latency", "latency-table")
 _stage_command("rankcheck", RANKCHECK_REPRO)
 
 
@@ -46,21 +47,75 @@ def _table(path: Path):
 @friendly_errors
 def lookup(
     flops: Optional[list[float]] = typer.Option(None, help="FLOPs budget in millions of MACs; repeat for several budgets."),
-    params: Optional[float] = typer.Option(None, help="Parameter budget in millions."),
+    params: Optional[list[float]] = typer.Option(None, help="Parameter budget in millions; repeatable."),
+    latency_ms: Optional[list[float]] = typer.Option(None, "--latency-ms", help="Latency budget in ms (latency table); repeatable."),
     top: int = typer.Option(5, min=1, help="How many architectures to list per budget."),
     table: Path = typer.Option(LOOKUP, help="The lookup table written by the fit stage."),
+    config_path: Path = typer.Option(Path("params.yaml"), "--config", help="The params file: which space, how to search it."),
+    method: Optional[str] = typer.Option(None, help="Search method for a space too large to tabulate: progressive or evolution (default: search.method)."),
 ) -> None:
-    """The best predicted architectures under a budget, answered from the lookup table at once."""
+    """The best predicted architectures for each budget (every combination of the values given).
+
+    NAS-Bench-201: answered from the lookup table at once. A space too large to
+    tabulate (mobilenet): searched with the fitted graph network, seconds per budget.
+    """
+    import itertools
+
     from fitnas.search import Budget, top_k
 
-    frame = _table(table)
-    for flops_budget in flops or [None]:
-        budget = Budget(flops_budget, params)
-        best = top_k(frame, budget, top)
+    budgets = [Budget(f, p, l) for f, p, l in itertools.product(flops or [None], params or [None], latency_ms or [None])]
+    space, p = _space_from(config_path)
+    if space is not None and not space.ENUMERABLE:
+        answers = _search_answers(space, p, budgets, top, method)
+    else:
+        frame = _table(table)
+        if _latency_path().is_file() and space is not None:
+            from fitnas.latency import add_latency, read_table
+
+            frame = add_latency(frame, space, read_table(_latency_path(), space))
+        answers = ((budget, top_k(frame, budget, top)) for budget in budgets)
+    for budget, best in answers:
+        with_latency = "latency_ms" in best
         typer.echo(f"budget: {budget.describe()}")
-        typer.echo(f"{'rank':>4}  {'predicted':>9}  {'MFLOPs':>8}  {'M params':>8}  arch")
+        typer.echo(f"{'rank':>4}  {'predicted':>9}  {'MFLOPs':>8}  {'M params':>8}" + (f"  {'ms':>8}" if with_latency else "") + "  arch")
         for rank, row in enumerate(best.itertuples(), start=1):
-            typer.echo(f"{rank:>4}  {row.predicted_acc:>9.4f}  {row.flops_M:>8.2f}  {row.params_M:>8.4f}  {row.arch}")
+            cells = f"{rank:>4}  {row.predicted_acc:>9.4f}  {row.flops_M:>8.2f}  {row.params_M:>8.4f}"
+            typer.echo(cells + (f"  {row.latency_ms:>8.3f}" if with_latency else "") + f"  {row.arch}")
+
+
+def _latency_path() -> Path:
+    from fitnas.pipeline import LATENCY_TABLE
+
+    return LATENCY_TABLE
+
+
+def _space_from(config_path: Path):
+    """(space, params) from the params file; (None, None) when there is none (the table alone answers)."""
+    from fitnas import config, spaces
+
+    if not config_path.is_file():
+        return None, None
+    p = config.load(config_path)
+    return spaces.get(p.space), p
+
+
+def _search_answers(space, p, budgets, top: int, method: str | None):
+    """Each budget answered by a search against the fitted graph network (one fit, many budgets)."""
+    import torch
+
+    from fitnas import chainsearch
+    from fitnas.latency import read_table
+    from fitnas.pathscore import PathGCN
+    from fitnas.pipeline import final_costs, load_predictor
+    from fitnas.search import top_k
+
+    scorer = PathGCN(load_predictor(space), space)
+    latency = read_table(_latency_path(), space) if _latency_path().is_file() or any(b.latency_ms for b in budgets) else None
+    tables = chainsearch.cost_tables(final_costs(p, space), latency)
+    torch.set_num_threads(1)
+    for budget in budgets:
+        result = chainsearch.run(method or p.search.method, space, scorer, tables, budget, p.search, p.seed)
+        yield budget, top_k(result.candidates, budget, top)
 
 
 @app.command(rich_help_panel="Queries")
@@ -69,6 +124,7 @@ def describe(
     arch: str = typer.Argument(..., help="An architecture string, e.g. '|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|'."),
     table: Path = typer.Option(LOOKUP, help="The lookup table written by the fit stage."),
     space_name: str = typer.Option("nb201", "--space", help="The search space the string belongs to."),
+    config_path: Path = typer.Option(Path("params.yaml"), "--config", help="The params file (the mobilenet space's layout)."),
 ) -> None:
     """FLOPs, params and predicted accuracy of one architecture."""
     from fitnas import spaces
@@ -77,6 +133,12 @@ def describe(
         space = spaces.get(space_name)
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--space") from None
+    if not space.ENUMERABLE:
+        configured, p = _space_from(config_path)
+        if configured is None or configured.NAME != space_name:
+            raise typer.BadParameter(f"{config_path} does not describe a {space_name} space: pass the params file it was run with (--config)")
+        _describe_searched(configured, p, arch)
+        return
     parsed = space.parse(arch)
     canonical = space.to_str(space.canonical(parsed))
     frame = _table(table)
@@ -93,6 +155,23 @@ def describe(
     typer.echo(f"predicted acc: {row['predicted_acc']:.4f}  (rank {rank} of {len(frame)} distinct networks)")
     if "supernet_acc" in frame and row["supernet_acc"] == row["supernet_acc"]:
         typer.echo(f"supernet acc:  {row['supernet_acc']:.4f}  (measured with inherited weights)")
+
+
+
+def _describe_searched(space, p, arch: str) -> None:
+    """A network of a space too large to tabulate: its costs from the cost model, its prediction from the fitted GCN."""
+    from fitnas.latency import read_table
+    from fitnas.pipeline import final_costs, load_predictor
+
+    parsed = space.parse(arch)
+    costs = final_costs(p, space)
+    predictor = load_predictor(space)
+    typer.echo(f"arch:          {arch}")
+    typer.echo(f"FLOPs:         {costs.flops(parsed):.3f} M multiply-accumulates")
+    typer.echo(f"params:        {costs.params(parsed):.4f} M")
+    if _latency_path().is_file():
+        typer.echo(f"latency:       {read_table(_latency_path(), space)(parsed):.3f} ms  (latency table)")
+    typer.echo(f"predicted acc: {predictor.query([parsed])[0]:.4f}  (fitted graph network; {space.size:.3g} networks in the space)")
 
 
 @app.command(rich_help_panel="Set-up")

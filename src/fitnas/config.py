@@ -33,8 +33,34 @@ class Data(Section):
     test_limit: Optional[PositiveInt] = None
 
 
+class Mobilenet(Section):
+    """The MobileNet-style chain space's layout (space.name: mobilenet); the defaults suit 28x28 inputs."""
+
+    stem: PositiveInt = 8  # channels of the stem convolution
+    stem_stride: Literal[1, 2] = 2
+    first: PositiveInt = 8  # channels of the fixed expansion-1 block after the stem
+    widths: list[PositiveInt] = [8, 12, 16, 24, 32, 48]  # one per stage
+    depths: list[PositiveInt] = [4, 4, 4, 4, 4, 1]  # searchable layers per stage (21 in all)
+    strides: list[Literal[1, 2]] = [1, 2, 1, 1, 1, 1]  # of each stage's first layer
+    head: PositiveInt = 128  # channels of the 1x1 convolution before pooling
+    kernels: list[Literal[3, 5, 7]] = [3, 5, 7]
+    expansions: list[PositiveInt] = [3, 6]
+
+    @model_validator(mode="after")
+    def _one_value_per_stage(self) -> "Mobilenet":
+        if not len(self.widths) == len(self.depths) == len(self.strides):
+            raise ValueError(
+                f"widths, depths and strides need one value per stage; got {len(self.widths)}, "
+                f"{len(self.depths)} and {len(self.strides)}"
+            )
+        if not self.kernels or not self.expansions or not self.widths:
+            raise ValueError("widths, kernels and expansions must not be empty")
+        return self
+
+
 class Space(Section):
-    name: Literal["nb201"] = "nb201"
+    name: Literal["nb201", "mobilenet"] = "nb201"
+    mobilenet: Mobilenet = Mobilenet()
 
 
 class Supernet(Section):
@@ -78,13 +104,42 @@ class Final(Section):
     cells: PositiveInt = 1
 
 
+class Evolution(Section):
+    """Evolutionary search over the whole space (Once-for-All's constraint-aware mutation and crossover)."""
+
+    population: PositiveInt = 100
+    generations: PositiveInt = 100
+    parents: float = Field(0.25, gt=0, le=1)  # share of the population kept as parents each generation
+    mutation_prob: float = Field(0.1, gt=0, le=1)  # chance that a layer changes in a mutated child
+    mutation_share: float = Field(0.5, ge=0, le=1)  # share of the children made by mutation (the rest by crossover)
+
+
 class Search(Section):
     top_k: PositiveInt = 10
+    # Spaces too large to enumerate (mobilenet) are searched against the fitted predictor:
+    method: Literal["progressive", "evolution"] = "progressive"
+    segment: PositiveInt = 7  # layers per segment of the progressive search
+    super_cells: PositiveInt = 6  # best partial architectures of a segment kept for the next
+    contexts: PositiveInt = 2  # random completions of the later layers each segment is scored in (averaged)
+    pareto_points: int = Field(6, ge=0)  # extra searches at FLOPs budgets spread over the range, for the Pareto front
+    evolution: Evolution = Evolution()
 
 
 class Budget(Section):
     flops: Optional[PositiveFloat] = None  # millions of multiply-accumulates
     params: Optional[PositiveFloat] = None  # millions of parameters
+    latency_ms: Optional[PositiveFloat] = None  # milliseconds, from the latency table (stage latency)
+
+
+class Latency(Section):
+    """The per-block latency table, timed on the device the final network runs on (stage latency)."""
+
+    batch_size: PositiveInt = 1
+    warmup: int = Field(5, ge=0)  # untimed runs before timing each block
+    repeats: PositiveInt = 30  # timed runs per block; the median counts
+    threads: Optional[PositiveInt] = 1  # CPU threads while timing (null: torch's default)
+    calibration_networks: int = Field(3, ge=0)  # whole networks that fit the table's one scale factor (0: raw sums)
+    check_networks: int = Field(5, ge=0)  # other whole networks timed to check the table's sums
 
 
 class Retrain(Section):
@@ -126,6 +181,7 @@ class Params(Section):
     final: Final = Final()
     search: Search = Search()
     budget: Budget = Budget()
+    latency: Latency = Latency()
     retrain: Retrain = Retrain()
     rankcheck: Rankcheck = Rankcheck()
     mlflow: Mlflow = Mlflow()

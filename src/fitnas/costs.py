@@ -8,6 +8,7 @@ additions are not counted.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -71,3 +72,38 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...], elementwise: boo
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+class AdditiveCost:
+    """A cost that is a fixed part plus one term per (slot, choice): `base + sum(table[slot, arch[slot]])`.
+
+    A chain space's FLOPs, params and latency are such sums (each layer's cost
+    depends only on its own choice), so they score whole batches of
+    architectures at once. `table` holds NaN where a choice is not allowed.
+    """
+
+    def __init__(self, base: float, table: np.ndarray):
+        self.base = float(base)
+        self.table = np.asarray(table, dtype=float)
+
+    def __call__(self, arch) -> float:
+        return float(self.base + sum(self.table[slot, op] for slot, op in enumerate(arch)))
+
+    def batch(self, archs: np.ndarray) -> np.ndarray:
+        """Costs of archs given as an integer array [n, slots]."""
+        archs = np.asarray(archs)
+        return self.base + self.table[np.arange(self.table.shape[0]), archs].sum(axis=-1)
+
+    def lowest(self) -> np.ndarray:
+        """The cheapest allowed choice's cost in every slot."""
+        return np.nanmin(self.table, axis=1)
+
+    def highest(self) -> np.ndarray:
+        return np.nanmax(self.table, axis=1)
+
+    def min(self) -> float:
+        """The smallest value any architecture reaches."""
+        return float(self.base + self.lowest().sum())
+
+    def max(self) -> float:
+        return float(self.base + self.highest().sum())

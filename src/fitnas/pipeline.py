@@ -14,6 +14,7 @@ from fitnas.checkpoints import CheckpointError
 from fitnas.config import ConfigError
 from fitnas.data import DataError
 from fitnas.distributed import DistributedError
+from fitnas.latency import LatencyTableError
 from fitnas.search import BudgetError
 from fitnas.spaces.base import ArchError
 from fitnas.tracking import TrackingError
@@ -29,6 +30,11 @@ HOLDOUT = Path("results/fit_holdout.csv")
 CHOICE = Path("results/choice.json")
 TOPK = Path("results/topk.csv")
 PARETO = Path("results/pareto.csv")
+PARETO_LATENCY = Path("results/pareto_latency.csv")
+CANDIDATES = Path("results/candidates.csv")  # spaces too large to tabulate: every network the search scored whole
+PREDICTOR = Path("models/predictor.pt")  # the fitted graph network, for spaces searched rather than tabulated
+LATENCY_TABLE = Path("results/latency.csv")
+LATENCY_CHECK = Path("results/latency_check.csv")
 # The rank check (rankcheck/dvc.yaml, off the default path).
 RANKCHECK = Path("results/rankcheck.csv")
 RANKCHECK_CACHE = Path("results/rankcheck.cache.csv")  # networks trained so far; not a DVC output, so it survives a re-run
@@ -50,7 +56,7 @@ def final_shape(p, space):
     from fitnas import data
 
     val = data.load_split(VAL)
-    shape = space.NetworkShape(p.final.channels, p.final.cells, val.images.shape[1], len(val.classes))
+    shape = space.network_shape(p.final, val.images.shape[1], len(val.classes))
     return shape, val.images.shape[-1]
 
 
@@ -124,6 +130,18 @@ def read_choice(path: Path = CHOICE) -> dict:
     return choice
 
 
+def load_predictor(space, path: Path = PREDICTOR):
+    """The graph network the fit stage saved for a space too large to tabulate, ready to query."""
+    from fitnas import checkpoints
+    from fitnas.predictors import load_gcn
+
+    saved = checkpoints.load(path, "fit", space=space.NAME, weights="members")
+    try:
+        return load_gcn(saved, space)
+    except (ValueError, KeyError) as err:
+        raise CheckpointError(f"{path} does not fit this space ({err}); re-run `dvc repro fit` to recreate it") from None
+
+
 USER_ERRORS = (
     ConfigError,
     DataError,
@@ -135,6 +153,7 @@ USER_ERRORS = (
     DeviceError,
     NonFiniteLoss,
     DistributedError,
+    LatencyTableError,
 )
 
 

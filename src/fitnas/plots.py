@@ -51,16 +51,30 @@ def predicted_vs_measured(holdout: pd.DataFrame, metrics: dict[str, dict], path:
     return _save(fig, path)
 
 
-def pareto(table: pd.DataFrame, front: pd.DataFrame, chosen: pd.Series, path: Path, budget_flops: float | None) -> Path:
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    ax.scatter(table["flops_M"], table["predicted_acc"], s=4, alpha=0.25, color="grey", label="all distinct networks")
-    ax.plot(front["flops_M"], front["predicted_acc"], marker="o", markersize=3, color="tab:blue", label="Pareto front")
-    ax.scatter([chosen["flops_M"]], [chosen["predicted_acc"]], s=160, marker="*", color="tab:red", zorder=5, label="chosen")
-    if budget_flops is not None:
-        ax.axvline(budget_flops, linestyle="--", color="tab:red", alpha=0.6, label=f"budget {budget_flops} MFLOPs")
-    ax.set(xlabel="FLOPs (M multiply-accumulates)", ylabel="predicted accuracy", title="Predicted accuracy vs FLOPs")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+def pareto(
+    table: pd.DataFrame,
+    front: pd.DataFrame,
+    chosen: pd.Series,
+    path: Path,
+    budget_flops: float | None,
+    latency_front: pd.DataFrame | None = None,
+    budget_latency: float | None = None,
+    label: str = "all distinct networks",
+) -> Path:
+    """Predicted accuracy against FLOPs, and against latency when the table has it (latency_front given)."""
+    panels = [("flops_M", front, budget_flops, "FLOPs (M multiply-accumulates)", "MFLOPs")]
+    if latency_front is not None and "latency_ms" in table:
+        panels.append(("latency_ms", latency_front, budget_latency, "latency (ms, latency table)", "ms"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
+    for ax, (column, line, budget, xlabel, unit) in zip(axes[0], panels):
+        ax.scatter(table[column], table["predicted_acc"], s=4, alpha=0.25, color="grey", label=label)
+        ax.plot(line[column], line["predicted_acc"], marker="o", markersize=3, color="tab:blue", label="Pareto front")
+        ax.scatter([chosen[column]], [chosen["predicted_acc"]], s=160, marker="*", color="tab:red", zorder=5, label="chosen")
+        if budget is not None:
+            ax.axvline(budget, linestyle="--", color="tab:red", alpha=0.6, label=f"budget {budget} {unit}")
+        ax.set(xlabel=xlabel, ylabel="predicted accuracy", title=f"Predicted accuracy vs {xlabel.split(' (')[0]}")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
     return _save(fig, path)
 
 
@@ -73,4 +87,20 @@ def rank_check(table: pd.DataFrame, report: dict[str, float], titles: dict[str, 
         ax.set(title=f"{title}\nKendall tau {tau:.2f}  (95% CI {low:.2f} to {high:.2f})", xlabel=column,
                ylabel="stand-alone accuracy (validation)")
         ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def latency_check(checked: pd.DataFrame, path: Path, device: str) -> Path:
+    """Whole networks' measured latency against the latency table's sums."""
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.scatter(checked["measured_ms"], checked["table_ms"], s=24)
+    if len(checked):
+        low = min(checked["measured_ms"].min(), checked["table_ms"].min())
+        high = max(checked["measured_ms"].max(), checked["table_ms"].max())
+        ax.plot([low, high], [low, high], linestyle="--", color="grey", label="equal")
+        ax.legend(loc="upper left")
+        error = checked["error_pct"].abs().mean()
+        ax.set_title(f"latency table vs measured on {device}\nmean |error| {error:.1f}% over {len(checked)} networks")
+    ax.set(xlabel="measured end to end (ms)", ylabel="sum of the table's blocks (ms)")
+    ax.grid(alpha=0.3)
     return _save(fig, path)

@@ -533,7 +533,7 @@ class MLPPredictor(_NeuralPredictor):
             space, epochs, lr, weight_decay, batch_size, hinge_weight, ensemble, validation, seed, device, progress
         )
         self.hidden = tuple(hidden)
-        self.num_features = len(space.onehot(space.distinct()[0]))
+        self.num_features = len(space.onehot(space.parse(space.EXAMPLE)))
 
     def _encode(self, arch: Arch) -> torch.Tensor:
         return torch.tensor(self.space.onehot(arch), dtype=torch.float32)
@@ -643,3 +643,46 @@ def from_settings(
     if kind == "gcn":
         return make_predictor(kind, space, hidden=settings.hidden, layers=settings.layers, **recipe)
     return make_predictor(kind, space, **recipe)
+
+
+# ----------------------------------------------------------------------------
+# Saving a fitted graph network
+
+
+def gcn_state(predictor: GCNPredictor) -> dict[str, Any]:
+    """A fitted graph network as plain tensors and numbers (loads with torch.load(weights_only=True)).
+
+    A space too large to tabulate keeps the predictor itself, and the search
+    stage and `fitnas lookup` load it to score candidates.
+    """
+    if not isinstance(predictor, GCNPredictor) or not predictor.models:
+        raise ValueError("gcn_state needs a fitted GCNPredictor")
+    return {
+        "kind": "gcn",
+        "space": predictor.space.NAME,
+        "num_node_types": predictor.num_node_types,
+        "hidden": predictor.hidden,
+        "layers": predictor.layers,
+        "fitted_epochs": int(getattr(predictor, "fitted_epochs", predictor.epochs)),
+        "sorted_y": torch.tensor(predictor.normalizer.sorted_y, dtype=torch.float64),
+        "members": [{k: v.detach().cpu() for k, v in model.state_dict().items()} for model in predictor.models],
+    }
+
+
+def load_gcn(state: dict[str, Any], space: ModuleType) -> GCNPredictor:
+    """The predictor `gcn_state` saved, ready to query; the space must be the one it was fitted on."""
+    if state.get("kind") != "gcn":
+        raise ValueError(f"not a saved graph network (kind {state.get('kind')!r})")
+    if state["num_node_types"] != len(space.NODE_TYPES) or state["space"] != space.NAME:
+        raise ValueError(
+            f"the saved predictor was fitted on space {state['space']!r} with {state['num_node_types']} node types; "
+            f"this space ({space.NAME}) has {len(space.NODE_TYPES)}: re-run the fit"
+        )
+    predictor = GCNPredictor(space, hidden=state["hidden"], layers=state["layers"], device="cpu")
+    predictor.normalizer.sorted_y = state["sorted_y"].numpy()
+    predictor.fitted_epochs = state["fitted_epochs"]
+    for weights in state["members"]:
+        model = predictor._build_model()
+        model.load_state_dict(weights)
+        predictor.models.append(model.eval())
+    return predictor

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import random
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fitnas import data, train
+from fitnas import data, spaces, train
 from fitnas.config import ConfigError, Params
 from fitnas.metrics import bootstrap_kendall_tau, kendall_tau, spearman_rho
 from fitnas.pipeline import TRAIN, VAL
@@ -41,19 +42,41 @@ RESULT_COLUMNS = [TRUTH, "standalone_loss", "train_acc", "train_seconds"]  # wha
 CACHE_COLUMNS = ["arch", "key", *RESULT_COLUMNS]
 
 
+# A space too large to tabulate: the networks are picked from this many random ones per network asked for.
+POOL_PER_ARCH = 100
+
+
+def searched_pool(space: Any, predictor: Any, costs: Any, n: int, seed: int) -> pd.DataFrame:
+    """n distinct random networks of a space too large to tabulate, in the lookup table's columns.
+
+    The predictions come from the fitted graph network (as the search stage
+    scores candidates); costs from the cost model, at the final network's shape.
+    """
+    archs = space.sample(n, random.Random(seed))
+    return pd.DataFrame(
+        {
+            "arch": [space.to_str(arch) for arch in archs],
+            "predicted_acc": predictor.query(archs),
+            "flops_M": [round(costs.flops(arch), 6) for arch in archs],
+            "params_M": [round(costs.params(arch), 6) for arch in archs],
+        }
+    )
+
+
 def pick_archs(space: ModuleType, lookup: pd.DataFrame, sampled: Iterable[str], n: int, seed: int) -> pd.DataFrame:
     """n distinct networks the fit never saw, at evenly spaced quantiles of FLOPs.
 
-    Returns their lookup rows (arch, predicted_acc, flops_M, params_M), cheapest
-    first. Many networks share a FLOPs count; a seeded shuffle before the sort
-    decides which of them a quantile lands on.
+    `lookup`: the fit's lookup table, or for a space too large to tabulate a
+    `searched_pool`. Returns their rows (arch, predicted_acc, flops_M, params_M),
+    cheapest first. Many networks share a FLOPs count; a seeded shuffle before
+    the sort decides which of them a quantile lands on.
     """
     seen = {space.to_str(space.canonical(space.parse(text))) for text in sampled}
-    # Every network whose output is cut off from its input has the all-none cell
-    # as its canonical form. It outputs the same for every image, so its accuracy
-    # is chance without any training, and one network every ranking can place
-    # last would only flatter them all.
-    cut_off = space.to_str((space.NONE,) * len(space.EDGES))
+    # Every cell network whose output is cut off from its input has the all-none
+    # cell as its canonical form. It outputs the same for every image, so its
+    # accuracy is chance without any training, and one network every ranking can
+    # place last would only flatter them all. (A chain of layers is never cut off.)
+    cut_off = space.to_str((space.NONE,) * len(space.EDGES)) if hasattr(space, "EDGES") else None
     pool = lookup.loc[~lookup.arch.isin(seen) & (lookup.arch != cut_off), ["arch", "predicted_acc", "flops_M", "params_M"]]
     if n > len(pool):
         raise ConfigError(f"rankcheck.archs is {n}, but only {len(pool)} networks are neither sampled nor cut off; lower it")
@@ -72,7 +95,7 @@ def training_key(p: Params, shape: Any, space: ModuleType) -> str:
     recipe = p.rankcheck.model_dump(exclude={"archs", "bootstrap"})
     settings = {"seed": p.seed, "shape": dataclasses.asdict(shape), "recipe": recipe, "torch": torch.__version__}
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode())
-    for path in (TRAIN, VAL, Path(train.__file__), Path(data.__file__), Path(space.__file__)):
+    for path in (TRAIN, VAL, Path(train.__file__), Path(data.__file__), spaces.source_file(space)):
         digest.update(Path(path).read_bytes())
     return digest.hexdigest()[:16]
 

@@ -10,36 +10,53 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-COST_COLUMNS = {"flops": "flops_M", "params": "params_M"}
+COST_COLUMNS = {"flops": "flops_M", "params": "params_M", "latency_ms": "latency_ms"}
+UNITS = {"flops": "M FLOPs", "params": "M params", "latency_ms": "ms"}
 
 
 class BudgetError(ValueError):
-    """No architecture of the table meets the budget; the message gives the smallest costs available."""
+    """No architecture meets the budget; the message gives the smallest costs available."""
 
 
 @dataclass(frozen=True)
 class Budget:
     flops: float | None = None  # millions of MACs
     params: float | None = None  # millions
+    latency_ms: float | None = None  # milliseconds, from the latency table
+
+    def limits(self) -> dict[str, float]:
+        """The constrained costs: {"flops" | "params" | "latency_ms": limit}."""
+        return {name: value for name, value in vars(self).items() if value is not None}
 
     def describe(self) -> str:
-        parts = [f"flops <= {self.flops} M" if self.flops else "", f"params <= {self.params} M" if self.params else ""]
-        return ", ".join(p for p in parts if p) or "unconstrained"
+        parts = [f"{name} <= {value} {UNITS[name].removeprefix('M ') if name == 'latency_ms' else 'M'}"
+                 for name, value in self.limits().items()]
+        return ", ".join(parts) or "unconstrained"
+
+
+def smallest_message(budget: Budget, smallest: dict[str, float]) -> str:
+    """The BudgetError text: what was asked, the smallest value each cost reaches, how to fix it."""
+    reach = ", ".join(f"{smallest[name]:.{3 if name == 'flops' else 4}f} {UNITS[name]}" for name in smallest)
+    keys = " / ".join(f"budget.{name}" for name in budget.limits()) or "the budget"
+    options = " / ".join(f"--{name.replace('_', '-')}" for name in budget.limits())
+    return (f"no architecture meets the budget ({budget.describe()}): the smallest available are {reach}. "
+            f"Raise {keys} (or pass larger {options}).")
 
 
 def within_budget(table: pd.DataFrame, budget: Budget) -> pd.DataFrame:
     keep = pd.Series(True, index=table.index)
-    if budget.flops is not None:
-        keep &= table["flops_M"] <= budget.flops
-    if budget.params is not None:
-        keep &= table["params_M"] <= budget.params
+    for name, limit in budget.limits().items():
+        column = COST_COLUMNS[name]
+        if column not in table:
+            raise BudgetError(f"budget.{name} is set but the table has no {column} column: "
+                              "build the latency table first (`dvc repro latency` or `fitnas latency-table`)")
+        keep &= table[column] <= limit
     feasible = table[keep]
     if feasible.empty:
-        raise BudgetError(
-            f"no architecture meets the budget ({budget.describe()}): the smallest available are "
-            f"{table['flops_M'].min():.3f} M FLOPs and {table['params_M'].min():.4f} M params. "
-            "Raise budget.flops / budget.params (or pass larger --flops / --params)."
-        )
+        smallest = {"flops": table["flops_M"].min(), "params": table["params_M"].min()}
+        if "latency_ms" in table:
+            smallest["latency_ms"] = table["latency_ms"].min()
+        raise BudgetError(smallest_message(budget, smallest))
     return feasible
 
 

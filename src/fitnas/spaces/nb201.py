@@ -24,6 +24,7 @@ from torch import nn
 from fitnas.spaces.base import ArchError, Graph
 
 NAME = "nb201"
+ENUMERABLE = True  # small enough to list: the fit predicts every distinct network
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))  # (to, from)
 NUM_NODES = 4
@@ -388,6 +389,11 @@ class Network(nn.Module):
         return self.classifier(self.pool(x).flatten(1))
 
 
+def network_shape(settings, in_channels: int, num_classes: int) -> NetworkShape:
+    """The shape params.yaml asks for: `settings` is its supernet or final section (channels, cells)."""
+    return NetworkShape(settings.channels, settings.cells, in_channels, num_classes)
+
+
 def build(arch: Arch, shape: NetworkShape) -> Network:
     """A stand-alone network of the given cell, as retraining trains it."""
     return Network(shape, lambda c: Cell(arch, c))
@@ -457,3 +463,26 @@ def cost_model(shape: NetworkShape, input_size: int, elementwise: bool = False) 
         edge_flops.append(tuple(flops_row))
         edge_params.append(tuple(params_row))
     return CostModel(base_flops, base_params, tuple(edge_flops), tuple(edge_params))
+
+
+def latency_parts(shape: NetworkShape, input_size: int):
+    """What the latency table times: (fixed parts, {(edge, op): [(key, module, input shape)]}).
+
+    The fixed part is the skeleton (a network of empty cells); an op on an edge
+    runs once in every cell, at each stage's width and resolution. Ops of the
+    same kind and input share a key, so each is timed once; the sums at the
+    cells' nodes are left out.
+    """
+    skeleton = build((NONE,) * len(EDGES), shape)
+    fixed = [("skeleton", skeleton, (shape.in_channels, input_size, input_size))]
+    positions, c, size = [], shape.channels, input_size
+    for stage in range(3):
+        if stage > 0:
+            c, size = 2 * c, (size - 1) // 2 + 1
+        positions += [(c, size)] * shape.cells
+    slots = {}
+    for e in range(len(EDGES)):
+        slots[e, NONE] = []
+        for op in range(1, len(OPS)):
+            slots[e, op] = [(f"{OPS[op]} c{c} @{size}", make_op(op, c), (c, size, size)) for c, size in positions]
+    return fixed, slots
