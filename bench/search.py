@@ -21,7 +21,7 @@ the pipeline's own fitted predictor instead (no teacher then).
     python bench/search.py            # ~10 min on 2 CPU cores
     python bench/search.py --quick    # one budget, one seed: ~2 min
 
-Writes bench/results/search.json and search.md.
+Writes bench/results/search.json and search.md (--quick: search-quick.*).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ import torch
 from fitnas import chainsearch, checkpoints, config, spaces
 from fitnas.config import Predictor as PredictorSettings
 from fitnas.pathscore import PathGCN
+from fitnas.pipeline import load_predictor
 from fitnas.predictors import from_settings, gcn_state, load_gcn
 from fitnas.search import Budget
 
@@ -71,7 +72,7 @@ def fitted_scorer(space, tables, samples: int, seed: int, cache: Path | None = N
     teacher = Teacher(space, tables["flops"], seed)
     if cache is not None and cache.is_file():
         print(f"bench: GCN from {cache}", flush=True)
-        return PathGCN(load_gcn(checkpoints.load(cache, "bench"), space), space), teacher
+        return PathGCN(load_gcn(checkpoints.load(cache, "bench", weights="members"), space), space), teacher
     rng = random.Random(seed)
     archs = space.sample(samples, rng)
     noise = np.random.default_rng(seed).normal(0, 1.0, samples)
@@ -173,7 +174,7 @@ def main() -> None:
     shape = space.network_shape(p.final, 3, 1000)
     tables = chainsearch.cost_tables(space.cost_model(shape, args.input_size))
     if args.predictor:
-        scorer = PathGCN(load_gcn(checkpoints.load(Path(args.predictor), "fit"), space), space)
+        scorer = PathGCN(load_predictor(space, Path(args.predictor)), space)
         teacher, predictor_note = None, args.predictor
     else:
         scorer, teacher = fitted_scorer(space, tables, args.samples, 0, args.cache)
@@ -197,8 +198,9 @@ def main() -> None:
         "search_settings": p.search.model_dump(),
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "search.json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": rows}, indent=2) + "\n")
-    (RESULTS / "search.md").write_text(markdown(summary, meta))
+    name = "search-quick" if args.quick else "search"  # a quick look never overwrites the full study
+    (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": rows}, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(markdown(summary, meta))
     print(markdown(summary, meta))
 
 
