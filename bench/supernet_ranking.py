@@ -54,7 +54,7 @@ def train_supernet(p: config.Params, space, channels: int, epochs: int, device) 
     optimizer, scheduler = sgd_one_cycle(net, cfg.lr, cfg.momentum, cfg.weight_decay, epochs * len(batches))
     path_rng = random.Random(p.seed)
     for epoch in range(1, epochs + 1):
-        loss, acc = train_epoch(net, batches, optimizer, scheduler, lambda: net.set_arch(space.random_cell(path_rng)),
+        loss, acc = train_epoch(net, batches, optimizer, scheduler, lambda _step: net.set_arch(space.random_cell(path_rng)),
                                 desc=f"supernet C={channels} epoch {epoch}/{epochs}")
         print(f"  C={channels} epoch {epoch}/{epochs}: train loss {loss:.4f} acc {acc:.4f}", flush=True)
     return {"shape": vars(shape), "model": net.state_dict()}
