@@ -19,14 +19,20 @@ Writes bench/results/predictors.json (every run and the means), predictors.md
 to predictors.runs.jsonl at once; `--resume` skips the runs found there, so an
 interrupted benchmark goes on where it stopped. Runs go seed by seed, every N
 and the noise study per seed, so a stopped run has every column at fewer seeds.
+
+`--jobs` runs that many fits at once, each in its own process on one thread
+(default: one per CPU core): small graph networks use a second core better as
+a second fit than as a second thread of the same one.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +98,36 @@ def one_run(kind: str, settings: PredictorSettings, archs: list, truth: np.ndarr
     query_seconds = time.perf_counter() - start
     return {"predictor": kind, "n": n, "seed": seed, **judge(pred, truth),
             "fit_seconds": fit_seconds, "query_seconds": query_seconds}
+
+
+def noisy_scores(truth: np.ndarray, sigma: float, seed: int) -> np.ndarray:
+    """The noise study's training targets for one seed: the truth blurred as a supernet would blur it."""
+    return truth + sigma * np.random.default_rng([seed, 777]).standard_normal(len(truth))
+
+
+# Each worker process loads the table once and keeps it here.
+_WORKER: dict = {}
+
+
+def _start_worker(table: str, settings: dict) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    _load_worker_state(table, settings)
+
+
+def _load_worker_state(table: str, settings: dict) -> None:
+    archs, truth = load_table(table)
+    nb201.distinct()  # the isomorphism classes, built once per process, outside every fit time
+    _WORKER.update(archs=archs, truth=truth, params_fn=nb201.cost_model(CIFAR, 32).params,
+                   settings=PredictorSettings(**settings))
+
+
+def _run_task(task: tuple[str, int, int, str, float | None]) -> dict:
+    study, n, seed, kind, sigma = task
+    w = _WORKER
+    y = noisy_scores(w["truth"], sigma, seed) if study == "noise" else w["truth"]
+    return {"study": study, **one_run(kind, w["settings"], w["archs"], w["truth"], y, n, seed, w["params_fn"])}
 
 
 def read_journal(path: Path, settings: dict) -> list[dict]:
@@ -170,6 +206,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=None, help="override predictor.epochs (quick runs)")
     parser.add_argument("--ensemble", type=int, default=None, help="override predictor.ensemble (quick runs)")
     parser.add_argument("--out", default="bench/results", help="folder for predictors.json/.md/.png")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="fits at once, one process and one thread each (default: one per CPU core)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the runs of predictors.runs.jsonl made with the same settings; run only the rest")
     return parser.parse_args(argv)
@@ -186,9 +224,6 @@ def main(argv: list[str] | None = None) -> dict:
     settings = PredictorSettings(**overrides)
 
     archs, truth = load_table(args.table)
-    nb201.distinct()  # builds the isomorphism classes once, so that no predictor's fit time includes it
-    costs = nb201.cost_model(CIFAR, 32)
-    params_fn = costs.params
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -205,26 +240,39 @@ def main(argv: list[str] | None = None) -> dict:
     done = {(r["study"], r["n"], r["seed"], r["predictor"]) for r in runs}
     if done:
         print(f"bench: resuming with {len(done)} runs from {journal}", flush=True)
-    noisy_taus = []
-    start = time.time()
-    for step, (study, n, seed) in enumerate(plan, start=1):
-        y = truth
-        if study == "noise":
-            y = truth + sigma * np.random.default_rng([seed, 777]).standard_normal(len(truth))
-            noisy_taus.append(kendall_tau(y, truth))
-        for kind in kinds:
-            if (study, n, seed, kind) in done:
-                continue
-            run = {"study": study, **one_run(kind, settings, archs, truth, y, n, seed, params_fn)}
-            runs.append(run)
-            with journal.open("a") as file:
-                file.write(json.dumps({**run, "settings": settings.model_dump()}) + "\n")
-            print(f"bench [{step}/{len(plan)}] {study:5s} N={n:<5d} seed={seed} {kind:6s} "
-                  f"tau {run['kendall_tau']:.3f}  P@1% {run['precision_top1']:.3f}  "
-                  f"fit {run['fit_seconds']:.1f}s  predict {run['query_seconds']:.2f}s  "
-                  f"({time.time() - start:.0f}s elapsed)", flush=True)
+    noisy_taus = [kendall_tau(noisy_scores(truth, sigma, seed), truth) for study, _, seed in plan if study == "noise"]
     if noisy_taus:
         noisy_tau = float(np.mean(noisy_taus))
+    tasks = [(study, n, seed, kind, sigma) for study, n, seed in plan for kind in kinds if (study, n, seed, kind) not in done]
+    start = time.time()
+
+    def record(run: dict) -> None:
+        runs.append(run)
+        with journal.open("a") as file:  # at once: an interrupted benchmark keeps every finished run
+            file.write(json.dumps({**run, "settings": settings.model_dump()}) + "\n")
+        print(f"bench [{len(runs) - len(done)}/{len(tasks)}] {run['study']:5s} N={run['n']:<5d} seed={run['seed']} "
+              f"{run['predictor']:6s} tau {run['kendall_tau']:.3f}  P@1% {run['precision_top1']:.3f}  "
+              f"fit {run['fit_seconds']:.1f}s  predict {run['query_seconds']:.2f}s  "
+              f"({time.time() - start:.0f}s elapsed)", flush=True)
+
+    jobs = max(1, min(args.jobs, len(tasks)))
+    print(f"bench: {len(tasks)} fits, {jobs} at a time", flush=True)
+    if jobs == 1:  # in this process, on torch's threads as they are set
+        _load_worker_state(args.table, settings.model_dump())
+        for task in tasks:
+            record(_run_task(task))
+    else:
+        with ProcessPoolExecutor(jobs, initializer=_start_worker, initargs=(args.table, settings.model_dump())) as pool:
+            # Submitted in plan order, at most `jobs` ahead: the seed-major order survives an interruption.
+            pending, queue = set(), list(tasks)
+            while queue or pending:
+                while queue and len(pending) < jobs:
+                    pending.add(pool.submit(_run_task, queue.pop(0)))
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    record(future.result())
+    order = {(study, n, seed): i for i, (study, n, seed) in enumerate(plan)}
+    runs.sort(key=lambda r: (order.get((r["study"], r["n"], r["seed"]), len(order)), kinds.index(r["predictor"]) if r["predictor"] in kinds else 0))
 
     summary = summarise(runs)
     report = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def load_bench():
     spec = importlib.util.spec_from_file_location("bench_predictors", ROOT / "bench" / "predictors.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # --jobs > 1 sends its functions to worker processes by name
     spec.loader.exec_module(module)
     return module
 
@@ -67,6 +69,15 @@ def test_tiny_benchmark_writes_every_number_table_and_plot(table, tmp_path):
     assert (tmp_path / "predictors.runs.jsonl").read_text() == journal
     assert again["summary"] == saved["summary"]
     assert bench.read_journal(tmp_path / "predictors.runs.jsonl", {**saved["settings"], "epochs": 4}) == []
+
+
+def test_one_process_and_several_measure_the_same(table, tmp_path):
+    args = [str(table), "--sizes", "30", "--seeds", "2", "--noise-n", "30", "--epochs", "3", "--ensemble", "1"]
+    alone = bench.main([*args, "--jobs", "1", "--out", str(tmp_path / "one")])
+    together = bench.main([*args, "--jobs", "2", "--out", str(tmp_path / "two")])
+    key = ("study", "n", "seed", "predictor")
+    assert [tuple(r[k] for k in key) for r in alone["runs"]] == [tuple(r[k] for k in key) for r in together["runs"]]
+    assert [r["kendall_tau"] for r in alone["runs"]] == pytest.approx([r["kendall_tau"] for r in together["runs"]], abs=1e-12)
 
 
 def test_noise_scale_hits_the_target_tau():
