@@ -114,7 +114,7 @@ def main() -> None:
         "devices": {},
     }
     print(f"one training step, batch {args.batch}, C={args.channels}, N={args.cells}; {args.rounds} alternating rounds of {args.steps} steps")
-    print(f"  dev   supernet    stand-alone  ratio   arch")
+    print("  dev   supernet    stand-alone  ratio   arch")
     for device in devices:
         rows = measure(device, archs, shape, args.batch, args.steps, args.rounds, args.warmup)
         overall = statistics.median(r["ratio"] for r in rows)

@@ -40,7 +40,8 @@ from fitnas.pipeline import RANKCHECK, RANKCHECK_CACHE, SAMPLES, SUPERNET, TRAIN
 from fitnas.predictors import from_settings
 from fitnas.rankcheck import TRUTH, standalone_results
 from fitnas.scoring import SupernetScorer
-from fitnas.train import pick_device, seed_everything, sgd_one_cycle, train_epoch
+from fitnas.distributed import pick_device
+from fitnas.train import seed_everything, sgd_one_cycle, train_epoch
 
 
 def train_supernet(p: config.Params, space, channels: int, epochs: int, device) -> dict:

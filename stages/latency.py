@@ -6,7 +6,8 @@ from fitnas import config, plots, spaces
 from fitnas.latency import build_table, calibrate, check, to_cost
 from fitnas.pipeline import LATENCY_CHECK, LATENCY_TABLE, METRICS, PLOTS, final_shape, friendly_errors, write_json
 from fitnas.tracking import stage_run
-from fitnas.train import pick_device, seed_everything
+from fitnas.distributed import pick_device
+from fitnas.train import seed_everything
 
 
 @friendly_errors

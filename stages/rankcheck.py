@@ -20,7 +20,8 @@ from fitnas.pipeline import (
 from fitnas.rankcheck import POOL_PER_ARCH, RANKERS, pick_archs, rank_report, searched_pool, standalone_results, verdict
 from fitnas.scoring import SupernetScorer
 from fitnas.tracking import preflight, stage_run
-from fitnas.train import pick_device, progress, seed_everything
+from fitnas.distributed import pick_device
+from fitnas.train import progress, seed_everything
 
 
 @friendly_errors

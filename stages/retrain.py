@@ -13,7 +13,7 @@ from fitnas import checkpoints, config, data, distributed, plots, spaces, train 
 from fitnas.costs import count_flops, count_params
 from fitnas.pipeline import CHOICE, FINAL_MODEL, METRICS, PLOTS, TEST, TRAIN, VAL, final_shape, friendly_errors, read_choice, write_json
 from fitnas.tracking import preflight, stage_run
-from fitnas.train import EpochState, Interrupted, NonFiniteLoss, StopRequest, evaluate, seed_everything, sgd_one_cycle, train_epoch
+from fitnas.train import EpochState, StopRequest, evaluate, resumable_epoch, seed_everything, sgd_one_cycle, train_epoch
 
 
 @friendly_errors
@@ -77,22 +77,14 @@ def retrain(p: config.Params, params_path: str, world: distributed.World) -> Non
             run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
         for epoch in range(done + 1, cfg.epochs + 1):
             batches.set_epoch(epoch - 1)
-            try:
-                train_loss, train_acc = train_epoch(
+            train_loss, train_acc = resumable_epoch(
+                lambda: train_epoch(
                     net, batches, optimizer, scheduler, label_smoothing=cfg.label_smoothing,
                     desc=f"retrain epoch {epoch}/{cfg.epochs}", world=world, stop=stop, state=partial,
-                )
-            except Interrupted as err:
-                save(epoch - 1, partial)
-                world.barrier()
-                err.args = (f"{err}; checkpoint saved to {resume.path}: run the stage again to resume",)
-                raise
-            except NonFiniteLoss as err:
-                kept = (
-                    f"the last good checkpoint (epoch {epoch - 1}) stays in {resume.path}"
-                    if resume.path.is_file() else "no epoch had finished, so there is no checkpoint to keep"
-                )
-                raise NonFiniteLoss(f"{err} (retrain.lr is {cfg.lr}); {kept}") from None
+                ),
+                epoch=epoch, save_before=lambda: save(epoch - 1, partial), checkpoint=resume.path,
+                lr_setting=f"retrain.lr is {cfg.lr}", world=world,
+            )
             partial = EpochState()
             if world.is_main:
                 val_loss, val_acc = evaluate(net, val_batches)

@@ -15,11 +15,10 @@ from fitnas.pipeline import METRICS, PLOTS, SUPERNET, TRAIN, VAL, friendly_error
 from fitnas.tracking import preflight, stage_run
 from fitnas.train import (
     EpochState,
-    Interrupted,
-    NonFiniteLoss,
     StopRequest,
     evaluate,
     recalibrate_batchnorm,
+    resumable_epoch,
     seed_everything,
     sgd_one_cycle,
     train_epoch,
@@ -89,22 +88,14 @@ def train_supernet(p: config.Params, params_path: str, world: distributed.World)
                 # (seed, epoch, step) alone, so a resumed run draws exactly the paths it would have.
                 net.set_arch(space.random_cell(random.Random(f"{p.seed}/{epoch}/{step}")))
 
-            try:
-                train_loss, train_acc = train_epoch(
+            train_loss, train_acc = resumable_epoch(
+                lambda: train_epoch(
                     net, batches, optimizer, scheduler, sample_path, desc=f"supernet epoch {epoch}/{cfg.epochs}",
                     world=world, stop=stop, state=partial,
-                )
-            except Interrupted as err:
-                save(epoch - 1, partial)
-                world.barrier()
-                err.args = (f"{err}; checkpoint saved to {resume.path}: run the stage again to resume",)
-                raise
-            except NonFiniteLoss as err:
-                kept = (
-                    f"the last good checkpoint (epoch {epoch - 1}) stays in {resume.path}"
-                    if resume.path.is_file() else "no epoch had finished, so there is no checkpoint to keep"
-                )
-                raise NonFiniteLoss(f"{err} (supernet.lr is {cfg.lr}); {kept}") from None
+                ),
+                epoch=epoch, save_before=lambda: save(epoch - 1, partial), checkpoint=resume.path,
+                lr_setting=f"supernet.lr is {cfg.lr}", world=world,
+            )
             partial = EpochState()
             if world.is_main:
                 val_loss, val_acc = _probe(net, probes, calibration, val_batches)

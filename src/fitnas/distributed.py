@@ -128,6 +128,18 @@ def pick_device(preference: str = "auto", local_rank: int = 0) -> torch.device:
 
 
 @contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to `count` for the block (None: unchanged)."""
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextmanager
 def session(mode: str = "auto", device: str = "auto") -> Iterator[World]:
     """Join torchrun's process group when launched by it (and `mode` is auto); leave it on the way out."""
     size = launched_world_size()

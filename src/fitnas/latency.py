@@ -11,12 +11,10 @@ far the sums are from them.
 
 from __future__ import annotations
 
-import contextlib
 import random
 import statistics
 import time
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -24,23 +22,13 @@ import torch
 from torch import nn
 
 from fitnas.costs import AdditiveCost
+from fitnas.distributed import torch_threads
 
 FIXED = -1  # the slot of the fixed parts' row in the table
 
 
 class LatencyTableError(ValueError):
     """The latency table is missing or does not fit the space; the message says how to rebuild it."""
-
-
-@contextlib.contextmanager
-def _threads(count: int | None) -> Iterator[None]:
-    before = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @torch.inference_mode()
@@ -84,7 +72,7 @@ def build_table(space, shape, input_size: int, device: torch.device, settings, d
     timed: dict[str, float] = {}
     jobs = [(key, module, s) for key, module, s in fixed]
     jobs += [part for parts in slots.values() for part in parts]
-    with _threads(settings.threads):
+    with torch_threads(settings.threads):
         for key, module, in_shape in progress(jobs, desc):
             if key not in timed:
                 timed[key] = time_module(module, in_shape, device, settings.batch_size, settings.warmup, settings.repeats)
@@ -146,7 +134,7 @@ def check(space, shape, input_size: int, cost: AdditiveCost, device: torch.devic
     count = settings.check_networks if networks is None else networks
     archs = space.sample(count, random.Random(seed)) if count else []
     rows = []
-    with _threads(settings.threads):
+    with torch_threads(settings.threads):
         for arch in progress(archs, desc):
             net = space.build(arch, shape)
             measured = time_module(net, (shape.in_channels, input_size, input_size), device,

@@ -13,12 +13,12 @@ from pathlib import Path
 from fitnas.checkpoints import CheckpointError
 from fitnas.config import ConfigError
 from fitnas.data import DataError
-from fitnas.distributed import DistributedError
+from fitnas.distributed import DeviceError, DistributedError
 from fitnas.latency import LatencyTableError
 from fitnas.search import BudgetError
 from fitnas.spaces.base import ArchError
 from fitnas.tracking import TrackingError
-from fitnas.train import DeviceError, Interrupted, NonFiniteLoss
+from fitnas.train import Interrupted, NonFiniteLoss
 
 PREPARED = Path("data/prepared")
 TRAIN, VAL, TEST = PREPARED / "train.pt", PREPARED / "val.pt", PREPARED / "test.pt"

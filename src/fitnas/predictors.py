@@ -12,10 +12,9 @@ constructor argument and only use its `canonical`, `graph`, `onehot` and
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -23,6 +22,8 @@ from scipy import stats
 from sklearn.ensemble import RandomForestRegressor
 from torch import nn
 from torch_geometric.nn import DenseGINConv
+
+from fitnas.distributed import torch_threads
 
 Arch = tuple[int, ...]
 ProgressFn = Callable[[int, float], None]
@@ -130,18 +131,6 @@ def pick_epochs(smoothed: Sequence[float], tolerance: float = 0.01) -> int:
     return int(near_best[-1]) + 1
 
 
-@contextlib.contextmanager
-def _threads(count: int | None) -> Iterator[None]:
-    """torch's intra-op thread count set to `count` for the block (None: unchanged)."""
-    before = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 class _NeuralPredictor:
     """Training and querying shared by the torch predictors.
 
@@ -234,7 +223,7 @@ class _NeuralPredictor:
         # fork_rng: seeding must not disturb the caller's random state. One
         # thread: these models are so small that more threads only add overhead
         # (and thrash when another process holds the other cores).
-        with torch.random.fork_rng(devices=self._rng_devices()), _threads(1 if self.device.type == "cpu" else None):
+        with torch.random.fork_rng(devices=self._rng_devices()), torch_threads(1 if self.device.type == "cpu" else None):
             self.fitted_epochs = self._choose_epochs(keys, items, targets) if self.validation > 0 else self.epochs
             everything = list(range(len(items)))
             for member in range(self.ensemble):

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from fitnas.distributed import DeviceError, World, pick_device  # noqa: F401  (the stages import these from here)
+from fitnas.distributed import World
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -95,6 +95,35 @@ class EpochState:
     loss_sum: float = 0.0
     correct: float = 0.0
     seen: int = 0
+
+
+def resumable_epoch(
+    run_epoch: Callable[[], tuple[float, float]],
+    *,
+    epoch: int,
+    save_before: Callable[[], None],
+    checkpoint: Path,
+    lr_setting: str,
+    world: World,
+) -> tuple[float, float]:
+    """`run_epoch()` inside a resumable stage: a stop request saves a checkpoint, a NaN keeps the last good one.
+
+    `save_before` saves the epochs before `epoch` and the steps of this one already applied; `lr_setting`
+    (e.g. "supernet.lr is 0.1") names the first thing to change when the loss diverges.
+    """
+    try:
+        return run_epoch()
+    except Interrupted as err:
+        save_before()
+        world.barrier()
+        err.args = (f"{err}; checkpoint saved to {checkpoint}: run the stage again to resume",)
+        raise
+    except NonFiniteLoss as err:
+        kept = (
+            f"the last good checkpoint (epoch {epoch - 1}) stays in {checkpoint}"
+            if checkpoint.is_file() else "no epoch had finished, so there is no checkpoint to keep"
+        )
+        raise NonFiniteLoss(f"{err} ({lr_setting}); {kept}") from None
 
 
 def train_epoch(
