@@ -89,7 +89,7 @@ def one_run(kind: str, settings: PredictorSettings, archs: list, truth: np.ndarr
             n: int, seed: int, params_fn) -> dict:
     """Fit one predictor on n cells drawn with `seed` (scores y), judge it on every cell against truth."""
     chosen = np.random.default_rng(seed).choice(len(archs), n, replace=False)
-    predictor = from_settings(kind, settings, nb201, params_fn, seed)
+    predictor = from_settings(kind, settings, nb201.SPACE, params_fn, seed)
     start = time.perf_counter()
     predictor.fit([archs[i] for i in chosen], y[chosen])
     fit_seconds = time.perf_counter() - start

@@ -27,36 +27,40 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from fitnas import checkpoints, config, data, spaces
+from fitnas import checkpoints, config, spaces
+from fitnas.data import splits
+from fitnas.data.batches import Batches
 from fitnas.metrics import bootstrap_kendall_tau, kendall_tau
-from fitnas.pipeline import RANKCHECK, RANKCHECK_CACHE, SAMPLES, SUPERNET, TRAIN, final_costs, read_samples
+from fitnas.pipeline import RANKCHECK, RANKCHECK_CACHE, SAMPLES, SUPERNET, TRAIN, VAL, final_costs, read_samples
 from fitnas.predictors import from_settings
-from fitnas.rankcheck import TRUTH, standalone_results
+from fitnas.rankcheck import TRUTH, standalone_results, training_key
 from fitnas.scoring import SupernetScorer
 from fitnas.distributed import pick_device
-from fitnas.train import seed_everything, sgd_one_cycle, train_epoch
+from fitnas.train import seed_everything, sgd_one_cycle, single_path, train_epoch
 
 
 def train_supernet(p: config.Params, space, channels: int, epochs: int, device) -> dict:
     """A supernet trained with the supernet stage's recipe; returns the checkpoint dict SupernetScorer reads."""
     cfg = p.supernet
     seed_everything(p.seed)
-    train = data.load_split(TRAIN)
-    shape = space.NetworkShape(channels, cfg.cells, train.images.shape[1], len(train.classes))
+    train = splits.load_split(TRAIN)
+    shape = space.network_shape(cfg.model_copy(update={"channels": channels}), train.images.shape[1], len(train.classes))
     net = space.build_supernet(shape).to(device)
-    batches = data.Batches(train, cfg.batch_size, shuffle=True, seed=p.seed, device=device)
+    batches = Batches(train, cfg.batch_size, shuffle=True, seed=p.seed, device=device)
     optimizer, scheduler = sgd_one_cycle(net, cfg.lr, cfg.momentum, cfg.weight_decay, epochs * len(batches))
-    path_rng = random.Random(p.seed)
     for epoch in range(1, epochs + 1):
-        loss, acc = train_epoch(net, batches, optimizer, scheduler, lambda _step: net.set_arch(space.random_cell(path_rng)),
-                                desc=f"supernet C={channels} epoch {epoch}/{epochs}")
+        batches.set_epoch(epoch - 1)  # as the supernet stage: its batch order and its paths
+
+        def sample_path(step: int, epoch: int = epoch) -> None:
+            net.set_arch(single_path(space, p.seed, epoch, step))
+
+        loss, acc = train_epoch(net, batches, optimizer, scheduler, sample_path, desc=f"supernet C={channels} epoch {epoch}/{epochs}")
         print(f"  C={channels} epoch {epoch}/{epochs}: train loss {loss:.4f} acc {acc:.4f}", flush=True)
     return {"shape": vars(shape), "model": net.state_dict()}
 
@@ -92,7 +96,7 @@ def main() -> None:
         began = time.time()
         saved = train_supernet(p, space, channels, epochs, device)
         trained = time.time() - began
-        scorer = SupernetScorer(p, space, device, saved)
+        scorer = SupernetScorer(p, space, device, splits.load_split(TRAIN), splits.load_split(VAL), saved, Path("(benchmark supernet)"))
         scores = [scorer.score(arch)[1] for arch in archs]
         row = {"channels": channels, "epochs": epochs, "train_seconds": trained,
                **tau_with_interval(scores, truth, resamples, p.seed)}
@@ -115,9 +119,12 @@ def main() -> None:
     report["truth_seeds"] = []
     # Trained at the rank check's shape: the default supernet's.
     shape = space.NetworkShape(**checkpoints.load(SUPERNET, "supernet")["shape"])
+    train_split, val_split = splits.load_split(TRAIN), splits.load_split(VAL)
     for extra in range(1, args.truth_seeds + 1):
         other = p.model_copy(update={"seed": p.seed + extra})
-        retrained, _ = standalone_results(other, space, shape, table[["arch", "flops_M"]], device, RANKCHECK_CACHE)
+        key = training_key(other, shape, space, [TRAIN, VAL])
+        retrained, _ = standalone_results(other, space, shape, table[["arch", "flops_M"]], device, RANKCHECK_CACHE,
+                                          train_split, val_split, key)
         again = retrained[TRUTH].to_numpy()
         row = {"seed": other.seed, "mean_abs_diff": float(np.abs(again - truth).mean()),
                **tau_with_interval(again, truth, resamples, p.seed)}

@@ -5,12 +5,13 @@ import time
 import numpy as np
 import pandas as pd
 
-from fitnas import config, plots, spaces
+from fitnas import config, plots, spaces, strategies
 from fitnas.metrics import ranking_report
 from fitnas.pipeline import HOLDOUT, LOOKUP, METRICS, PLOTS, PREDICTOR, SAMPLES, final_costs, friendly_errors, read_samples, write_json
-from fitnas.predictors import from_settings, gcn_state
+from fitnas.predictors import from_settings
 from fitnas.tracking import preflight, stage_run
-from fitnas.train import progress, save_atomic, seed_everything
+from fitnas.train import seed_everything
+from fitnas.util import progress, save_atomic
 
 
 @friendly_errors
@@ -20,11 +21,6 @@ def main(params_path: str = "params.yaml") -> None:
     cfg = p.predictor
     seed_everything(p.seed)
     space = spaces.get(p.space)
-    if not space.ENUMERABLE and cfg.kind != "gcn":
-        raise config.ConfigError(
-            f"predictor.kind is {cfg.kind!r}, but space {space.NAME} is too large to tabulate and is searched with "
-            "the fitted graph network: set predictor.kind: gcn (the others can stay in predictor.baselines)"
-        )
     samples = read_samples(SAMPLES, space)
     archs = [space.parse(s) for s in samples.arch]
     y = samples.supernet_acc.to_numpy()
@@ -64,13 +60,13 @@ def main(params_path: str = "params.yaml") -> None:
     # The lookup table comes from the chosen predictor refitted on every sample.
     start = time.time()
     predictor = fitted(cfg.kind, archs, y, "on every sample")
-    # A space too large to list keeps the predictor (the search stage scores candidates with it);
-    # its table then holds the networks the fit has scores for, the samples.
-    table = _lookup_table(space, predictor, costs, samples) if space.ENUMERABLE else _sampled_table(space, predictor, costs, samples)
+    # The predictor is kept too: a space too large to list is searched with it, and its table
+    # then holds the networks the fit has scores for, the samples.
+    table = strategies.lookup_table(space, predictor, costs, samples)
     refit_seconds = time.time() - start
     LOOKUP.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(LOOKUP, index=False)
-    save_atomic(gcn_state(predictor) if cfg.kind == "gcn" else {"kind": cfg.kind}, PREDICTOR)
+    save_atomic(predictor.state(), PREDICTOR)
     holdout.to_csv(HOLDOUT, index=False)
     metrics = {
         "predictor": cfg.kind,
@@ -91,39 +87,6 @@ def main(params_path: str = "params.yaml") -> None:
         run.log_metrics({f"fit.{cfg.kind}.kendall_tau": report[cfg.kind]["kendall_tau"]}, to_parent=True)
         run.log_artifact(scatter)
         run.log_artifact(LOOKUP)
-
-
-def _lookup_table(space, predictor, costs, samples: pd.DataFrame) -> pd.DataFrame:
-    archs = list(space.distinct())
-    sizes = space.class_sizes()
-    measured = dict(zip(samples.arch, samples.supernet_acc))
-    names = [space.to_str(a) for a in archs]
-    chunks = progress(range(0, len(archs), 2048), "fit: predicting every network")
-    predicted = np.concatenate([predictor.query(archs[i : i + 2048]) for i in chunks])
-    return pd.DataFrame(
-        {
-            "arch": names,
-            "predicted_acc": predicted,
-            "flops_M": [round(costs.flops(a), 6) for a in archs],
-            "params_M": [round(costs.params(a), 6) for a in archs],
-            "cells": [sizes[a] for a in archs],  # how many of the space's cells are this network
-            "supernet_acc": [measured.get(n, np.nan) for n in names],
-        }
-    )
-
-
-def _sampled_table(space, predictor, costs, samples: pd.DataFrame) -> pd.DataFrame:
-    archs = [space.parse(text) for text in samples.arch]
-    return pd.DataFrame(
-        {
-            "arch": samples.arch.to_numpy(),
-            "predicted_acc": predictor.query(archs),
-            "flops_M": [round(costs.flops(a), 6) for a in archs],
-            "params_M": [round(costs.params(a), 6) for a in archs],
-            "cells": 1,
-            "supernet_acc": samples.supernet_acc.to_numpy(),
-        }
-    )
 
 
 if __name__ == "__main__":

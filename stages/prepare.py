@@ -4,7 +4,11 @@ from pathlib import Path
 
 import torch
 
-from fitnas import config, data
+from fitnas import config
+
+from fitnas.data import sources
+
+from fitnas.data.splits import Split, save_split, split_train_val, subset
 from fitnas.pipeline import METRICS, TEST, TRAIN, VAL, friendly_errors, write_json
 from fitnas.tracking import preflight, stage_run
 
@@ -14,10 +18,10 @@ def main(params_path: str = "params.yaml") -> None:
     p = config.load(params_path)
     preflight()  # MLflow unreachable: fail now, before any work
     # Everything is read and checked before anything is written.
-    dataset = data.load_dataset(p.data.root, p.data.format, p.data.image_size, Path(p.data.download_dir))
+    dataset = sources.load_dataset(p.data.root, p.data.format, p.data.image_size, Path(p.data.download_dir))
     _, channels, height, width = dataset.train_x.shape
     print(f"prepare: {dataset.source}: {len(dataset.classes)} classes, {channels} channel(s), {height}x{width} pixels")
-    train_x, train_y, val_x, val_y = data.split_train_val(dataset.train_x, dataset.train_y, p.data.val_size, p.seed)
+    train_x, train_y, val_x, val_y = split_train_val(dataset.train_x, dataset.train_y, p.data.val_size, p.seed)
     # Limits make quick runs; applied here so every later stage sees the same data.
     splits = {
         "train": (TRAIN, train_x, train_y, p.data.train_limit),
@@ -26,10 +30,10 @@ def main(params_path: str = "params.yaml") -> None:
     }
     sizes = {}
     for name, (path, x, y, limit) in splits.items():
-        split = data.Split(torch.from_numpy(x), torch.from_numpy(y).long(), dataset.classes)
+        split = Split(torch.from_numpy(x), torch.from_numpy(y).long(), dataset.classes)
         if limit is not None:
-            split = data.subset(split, limit, p.seed)
-        data.save_split(path, split.images, split.labels, dataset.classes, dataset.mean, dataset.std)
+            split = subset(split, limit, p.seed)
+        save_split(path, split.images, split.labels, dataset.classes, dataset.mean, dataset.std)
         sizes[name] = len(split)
     print(f"prepare: {sizes}")
     write_json(METRICS / "prepare.json", {f"{k}_size": v for k, v in sizes.items()})

@@ -2,23 +2,27 @@
 
 import time
 
-from fitnas import config, plots, spaces
+from fitnas import config, plots, predictors, scoring, spaces, strategies
+
+from fitnas.data.splits import load_split
 from fitnas.pipeline import (
     LOOKUP,
+    PREDICTOR,
     METRICS,
     PLOTS,
     RANKCHECK,
     RANKCHECK_CACHE,
     SAMPLES,
+    TRAIN,
+    VAL,
     final_costs,
     friendly_errors,
-    load_predictor,
     read_lookup,
     read_samples,
+    SUPERNET,
     write_json,
 )
-from fitnas.rankcheck import POOL_PER_ARCH, RANKERS, pick_archs, rank_report, searched_pool, standalone_results, verdict
-from fitnas.scoring import SupernetScorer
+from fitnas.rankcheck import POOL_PER_ARCH, RANKERS, pick_archs, rank_report, standalone_results, training_key, verdict
 from fitnas.tracking import preflight, stage_run
 from fitnas.distributed import pick_device
 from fitnas.train import progress, seed_everything
@@ -33,21 +37,22 @@ def main(params_path: str = "params.yaml") -> None:
     device = pick_device(p.device)
     space = spaces.get(p.space)
     start = time.time()
-    if space.ENUMERABLE:
-        pool, source = read_lookup(LOOKUP), "the fit's lookup table"
-    else:  # too large to list: random networks, predicted by the saved graph network
-        pool = searched_pool(space, load_predictor(space), final_costs(p, space), POOL_PER_ARCH * cfg.archs, p.seed + 5)
-        source = "the fitted graph network"
+    costs = lambda: final_costs(p, space)  # noqa: E731
+    # A space too large to list: random networks, predicted by the saved predictor.
+    pool, source = strategies.pool_for(space, lambda: read_lookup(LOOKUP), lambda: predictors.load_file(PREDICTOR, space, costs().params), costs,
+                                       POOL_PER_ARCH * cfg.archs, p.seed + 5)
     # Seeded apart from the sample stage's draw (seed + 2) and the supernet's probes (seed + 3).
     picked = pick_archs(space, pool, read_samples(SAMPLES, space).arch, cfg.archs, p.seed + 4)
 
-    scorer = SupernetScorer(p, space, device)
+    scorer = scoring.from_files(p, space, device, SUPERNET, TRAIN, VAL)
     scores = [scorer.score(space.parse(arch)) for arch in progress(picked.arch, "rankcheck: supernet scores")]
     picked["supernet_acc"] = [acc for _, acc in scores]
     picked["supernet_loss"] = [loss for loss, _ in scores]
 
     # Trained at the supernet's shape: the networks whose scores are checked, only trained alone.
-    trained, cached = standalone_results(p, space, scorer.shape, picked, device, RANKCHECK_CACHE)
+    key = training_key(p, scorer.shape, space, [TRAIN, VAL])
+    trained, cached = standalone_results(p, space, scorer.shape, picked, device, RANKCHECK_CACHE,
+                                         load_split(TRAIN), load_split(VAL), key)
     table = picked.join(trained)
     table.to_csv(RANKCHECK, index=False)
 

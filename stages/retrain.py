@@ -9,7 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from fitnas import checkpoints, config, data, distributed, plots, spaces, train as train_module
+from fitnas import checkpoints, config, deps, distributed, plots, spaces, train as train_module
+
+from fitnas.data import splits
+
+from fitnas.data.batches import Batches
 from fitnas.costs import count_flops, count_params
 from fitnas.pipeline import CHOICE, FINAL_MODEL, METRICS, PLOTS, TEST, TRAIN, VAL, final_shape, friendly_errors, read_choice, write_json
 from fitnas.tracking import preflight, stage_run
@@ -26,7 +30,7 @@ def main(params_path: str = "params.yaml") -> None:
 
 def resume_key(p: config.Params, space) -> str:
     """What the final network depends on: its params, the choice, the data and the training code."""
-    code = [Path(__file__), Path(train_module.__file__), Path(data.__file__), Path(distributed.__file__), spaces.source_file(space)]
+    code = deps.closure([Path(__file__)])  # every fitnas module this stage runs
     settings = {"seed": p.seed, "space": p.space.model_dump(), "final": p.final.model_dump(), "retrain": p.retrain.model_dump()}
     return checkpoints.resume_key("retrain", settings, [CHOICE, TRAIN, VAL, *code])
 
@@ -44,9 +48,9 @@ def retrain(p: config.Params, params_path: str, world: distributed.World) -> Non
     params_M = count_params(net) / 1e6
     net.to(device)
 
-    train, val = data.load_split(TRAIN), data.load_split(VAL)
-    batches = data.Batches(train, cfg.batch_size, shuffle=True, seed=p.seed, device=device, augment=cfg.augment)
-    val_batches = data.Batches(val, 1000, shuffle=False, seed=p.seed, device=device)
+    train, val = splits.load_split(TRAIN), splits.load_split(VAL)
+    batches = Batches(train, cfg.batch_size, shuffle=True, seed=p.seed, device=device, augment=cfg.augment)
+    val_batches = Batches(val, 1000, shuffle=False, seed=p.seed, device=device)
     optimizer, scheduler = sgd_one_cycle(net, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.epochs * len(batches))
 
     resume = checkpoints.Resume("retrain", resume_key(p, space))
@@ -102,7 +106,7 @@ def retrain(p: config.Params, params_path: str, world: distributed.World) -> Non
             FINAL_MODEL,
         )
         # The test set is read here, once, after all choices are made.
-        test_loss, test_acc = evaluate(net, data.Batches(data.load_split(TEST), 1000, shuffle=False, seed=0, device=device))
+        test_loss, test_acc = evaluate(net, Batches(splits.load_split(TEST), 1000, shuffle=False, seed=0, device=device))
         final = {
             "arch": space.to_str(arch),
             "test_acc": test_acc,

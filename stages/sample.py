@@ -9,9 +9,8 @@ import time
 
 import pandas as pd
 
-from fitnas import config, distributed, spaces
-from fitnas.pipeline import METRICS, SAMPLES, final_costs, friendly_errors, write_json
-from fitnas.scoring import SupernetScorer
+from fitnas import config, distributed, scoring, spaces
+from fitnas.pipeline import METRICS, SAMPLES, SUPERNET, TRAIN, VAL, final_costs, friendly_errors, write_json
 from fitnas.tracking import preflight, stage_run
 from fitnas.train import progress, seed_everything
 
@@ -28,7 +27,7 @@ def sample(p: config.Params, params_path: str, world: distributed.World) -> None
     cfg = p.sample
     seed_everything(p.seed)
     space = spaces.get(p.space)
-    scorer = SupernetScorer(p, space, world.device)
+    scorer = scoring.from_files(p, space, world.device, SUPERNET, TRAIN, VAL)
     costs = final_costs(p, space)
 
     archs = space.sample(cfg.n, random.Random(p.seed + 2))

@@ -1,25 +1,24 @@
 """Stage 5: the best predicted architecture under the budget, the top-k and the Pareto front."""
 
-import pandas as pd
-import torch
-
-from fitnas import config, plots, spaces
-from fitnas.latency import add_latency, read_table
+from fitnas import config, plots, predictors, spaces, strategies
+from fitnas.latency import read_table
 from fitnas.pipeline import (
     CANDIDATES,
     CHOICE,
     LATENCY_TABLE,
     LOOKUP,
+    PREDICTOR,
     METRICS,
     PARETO,
     PARETO_LATENCY,
     PLOTS,
     TOPK,
+    final_costs,
     friendly_errors,
     read_lookup,
     write_json,
 )
-from fitnas.search import Budget, pareto_front, top_k, within_budget
+from fitnas.search import pareto_front, top_k, within_budget
 from fitnas.tracking import preflight, stage_run
 
 
@@ -28,18 +27,13 @@ def main(params_path: str = "params.yaml") -> None:
     p = config.load(params_path)
     preflight()  # MLflow unreachable: fail now, before any work
     space = spaces.get(p.space)
-    budget = Budget(p.budget.flops, p.budget.params, p.budget.latency_ms)
+    budget = p.budget
     latency = read_table(LATENCY_TABLE, space) if LATENCY_TABLE.is_file() or budget.latency_ms else None
-    searched = {}
-    if space.ENUMERABLE:
-        # Every distinct network is in the fit's lookup table: a budget is a filter.
-        table = read_lookup(LOOKUP)
-        if latency is not None:
-            table = add_latency(table, space, latency)
-        label = "all distinct networks"
-    else:
-        table, searched = search_space(p, space, budget, latency)
-        label = "networks the searches scored"
+    costs = lambda: final_costs(p, space)  # noqa: E731
+    strategy = strategies.for_space(space, lambda: read_lookup(LOOKUP), lambda: predictors.load_file(PREDICTOR, space, costs().params), costs,
+                                    latency, p.search, p.seed)
+    table, searched = strategy.candidates(budget, p.search.pareto_points)
+    label = strategy.label
     table.to_csv(CANDIDATES, index=False)  # what the choice was made from, latency included
     best = top_k(table, budget, p.search.top_k)
     chosen = best.iloc[0]
@@ -71,46 +65,13 @@ def main(params_path: str = "params.yaml") -> None:
     with stage_run("search", p, params_path) as run:
         run.log_params({"budget.flops": p.budget.flops, "budget.params": p.budget.params,
                         "budget.latency_ms": p.budget.latency_ms, "search.top_k": p.search.top_k})
-        if not space.ENUMERABLE:
+        if searched:
             run.log_params({f"search.{k}": v for k, v in p.search.model_dump().items() if k != "top_k"})
         run.log_metrics({k: v for k, v in choice.items()
                          if isinstance(v, (int, float)) and (k in ("predicted_acc", "feasible") or k.startswith("search_"))})
         run.set_tags({"chosen_arch": chosen["arch"]}, to_parent=True)
         for path in (figure, TOPK, PARETO, CHOICE, CANDIDATES):
             run.log_artifact(path)
-
-
-def search_space(p, space, budget: Budget, latency) -> tuple[pd.DataFrame, dict]:
-    """A space too large to tabulate: search it against the fitted graph network.
-
-    The search at the budget, then `search.pareto_points` more at FLOPs budgets
-    across the range for the Pareto front; every network they scored whole
-    makes the table the choice and the front are read from.
-    """
-    from fitnas import chainsearch
-    from fitnas.pathscore import PathGCN
-    from fitnas.pipeline import final_costs, load_predictor
-
-    predictor = load_predictor(space)
-    scorer = PathGCN(predictor, space)
-    tables = chainsearch.cost_tables(final_costs(p, space), latency)
-    # One thread: the scoring is many small tensor operations, which a second thread
-    # slows down whenever another process holds the other core.
-    torch.set_num_threads(1)
-    result = chainsearch.run(p.search.method, space, scorer, tables, budget, p.search, p.seed)
-    print(f"search: {result.method} over {space.size:.3g} networks ({budget.describe()}): {result.seconds:.1f}s, "
-          f"{result.evaluations:,} candidates scored by the graph network", flush=True)
-    found = [result.candidates]
-    for flops in chainsearch.pareto_budgets(tables, p.search.pareto_points):
-        found.append(chainsearch.run(p.search.method, space, scorer, tables, Budget(flops=flops), p.search, p.seed).candidates)
-    table = pd.concat(found).drop_duplicates("arch").reset_index(drop=True)
-    details = {
-        "search_method": result.method,
-        "search_seconds": result.seconds,
-        "search_evaluations": result.evaluations,
-        "space_size": float(space.size),
-    }
-    return table, details
 
 
 if __name__ == "__main__":

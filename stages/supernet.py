@@ -10,7 +10,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from fitnas import checkpoints, config, data, distributed, plots, spaces, train as train_module
+from fitnas import checkpoints, config, deps, distributed, plots, spaces, train as train_module
+
+from fitnas.data import splits
+
+from fitnas.data.batches import Batches
 from fitnas.pipeline import METRICS, PLOTS, SUPERNET, TRAIN, VAL, friendly_errors, write_json
 from fitnas.tracking import preflight, stage_run
 from fitnas.train import (
@@ -35,7 +39,7 @@ def main(params_path: str = "params.yaml") -> None:
 
 def resume_key(p: config.Params, space) -> str:
     """What the trained supernet depends on: its params, the data and the training code."""
-    code = [Path(__file__), Path(train_module.__file__), Path(data.__file__), Path(distributed.__file__), spaces.source_file(space)]
+    code = deps.closure([Path(__file__)])  # every fitnas module this stage runs
     settings = {"seed": p.seed, "space": p.space.model_dump(), "supernet": p.supernet.model_dump()}
     return checkpoints.resume_key("supernet", settings, [TRAIN, VAL, *code])
 
@@ -45,15 +49,15 @@ def train_supernet(p: config.Params, params_path: str, world: distributed.World)
     device = world.device
     seed_everything(p.seed)
     space = spaces.get(p.space)
-    train, val = data.load_split(TRAIN), data.load_split(VAL)
+    train, val = splits.load_split(TRAIN), splits.load_split(VAL)
     shape = space.network_shape(cfg, train.images.shape[1], len(train.classes))
     net = space.build_supernet(shape).to(device)
-    batches = data.Batches(train, cfg.batch_size, shuffle=True, seed=p.seed, device=device)
-    val_batches = data.Batches(data.subset(val, 2000, p.seed), 500, shuffle=False, seed=p.seed, device=device)
+    batches = Batches(train, cfg.batch_size, shuffle=True, seed=p.seed, device=device)
+    val_batches = Batches(splits.subset(val, 2000, p.seed), 500, shuffle=False, seed=p.seed, device=device)
     optimizer, scheduler = sgd_one_cycle(net, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.epochs * len(batches))
     # A few fixed networks followed through training: how well sub-networks inherit weights.
     probes = space.sample(3, random.Random(p.seed + 3))
-    calibration = data.Batches(train, cfg.batch_size, shuffle=True, seed=p.seed + 1, device=device)
+    calibration = Batches(train, cfg.batch_size, shuffle=True, seed=p.seed + 1, device=device)
 
     resume = checkpoints.Resume("supernet", resume_key(p, space))
     history: list[dict] = []
@@ -84,9 +88,7 @@ def train_supernet(p: config.Params, params_path: str, world: distributed.World)
             batches.set_epoch(epoch - 1)
 
             def sample_path(step: int, epoch: int = epoch) -> None:
-                # A fresh uniformly random cell every step, the same on every rank: a function of
-                # (seed, epoch, step) alone, so a resumed run draws exactly the paths it would have.
-                net.set_arch(space.random_cell(random.Random(f"{p.seed}/{epoch}/{step}")))
+                net.set_arch(train_module.single_path(space, p.seed, epoch, step))
 
             train_loss, train_acc = resumable_epoch(
                 lambda: train_epoch(

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from fitnas import data
+from fitnas.data import idx, sources, splits
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,8 +55,8 @@ def write_synthetic_fashion_mnist(folder: Path, n_train: int = 3000, n_test: int
         for k in range(10):  # a bright square whose position tells the class
             rows = labels == k
             images[rows, 2 + 2 * k : 8 + 2 * k, 4:10] = 220
-        data.write_idx(folder / f"{prefix}-images-idx3-ubyte", images)
-        data.write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels)
+        idx.write_idx(folder / f"{prefix}-images-idx3-ubyte", images)
+        idx.write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels)
     return folder
 
 
@@ -97,7 +97,7 @@ def make_project(project: Path, patch: dict = TINY) -> Path:
     for name in ("stages", "src", "rankcheck"):
         shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     params = merged(yaml.safe_load((ROOT / "params.yaml").read_text()), patch)
-    if not Path(data.DEBIAN_DIR).is_dir() and params["data"]["root"] is None:
+    if not Path(sources.DEBIAN_DIR).is_dir() and params["data"]["root"] is None:
         params["data"]["root"] = str(write_synthetic_fashion_mnist(project.parent / "fmnist"))
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q", "-b", "main"], project)
@@ -142,7 +142,7 @@ def stage_project(folder: Path, patch: dict | None = None) -> Path:
         images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
         for k in range(10):
             images[labels == k, 2 + 2 * k : 8 + 2 * k, 4:10] = 220
-        data.save_split(folder / "data" / "prepared" / f"{name}.pt", images, labels, data.FASHION_MNIST_CLASSES)
+        splits.save_split(folder / "data" / "prepared" / f"{name}.pt", images, labels, sources.FASHION_MNIST_CLASSES)
     return folder
 
 

@@ -6,10 +6,10 @@ import pytest
 from fitnas import chainsearch
 from fitnas.costs import AdditiveCost
 from fitnas.search import Budget, BudgetError
-from fitnas.spaces.mobilenet import ChainSpace, NetworkShape
+from fitnas.spaces.mobilenet import ChainSpace, layout
 
 # Small enough to enumerate (5 ops, 6 layers: 10,000 networks), so searches can be checked against the optimum.
-SMALL = NetworkShape(stem=8, first=8, widths=(8, 16, 16), depths=(2, 2, 2), strides=(1, 2, 2), head=32,
+SMALL = layout(stem=8, first=8, widths=(8, 16, 16), depths=(2, 2, 2), strides=(1, 2, 2), head=32,
                      kernels=(3, 5), expansions=(3, 6), in_channels=1, num_classes=10)
 
 

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from fitnas import checkpoints, config, data
+from fitnas import checkpoints, config
+
+from fitnas.data import splits
 from fitnas.checkpoints import CheckpointError
 from fitnas.spaces import nb201
 
@@ -104,7 +106,7 @@ def test_the_scorer_refuses_a_supernet_trained_with_other_settings(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     rng = np.random.default_rng(0)
     for path in (TRAIN, VAL):
-        data.save_split(path, rng.integers(0, 255, (20, 12, 12)), np.arange(20) % 10, [str(k) for k in range(10)])
+        splits.save_split(path, rng.integers(0, 255, (20, 12, 12)), np.arange(20) % 10, [str(k) for k in range(10)])
     SUPERNET.parent.mkdir()
     save_supernet(SUPERNET, channels=4)
     p = config.Params.model_validate({"supernet": {"channels": 8}})

@@ -90,21 +90,22 @@ def chain_project(tmp_path, monkeypatch):
     import torch
     import yaml
 
-    from fitnas import data
+    from fitnas.data import splits
     from fitnas.predictors import GCNPredictor, gcn_state
-    from fitnas.spaces.mobilenet import ChainSpace, NetworkShape
+    from fitnas.spaces.mobilenet import ChainSpace
+    from fitnas.spaces.mobilenet import layout as mobilenet_layout
 
-    layout = {"stem": 8, "first": 8, "widths": [8, 16, 16], "depths": [3, 3, 2], "strides": [1, 2, 2], "head": 16}
-    params = {"space": {"name": "mobilenet", "mobilenet": layout},
+    shape = {"stem": 8, "first": 8, "widths": [8, 16, 16], "depths": [3, 3, 2], "strides": [1, 2, 2], "head": 16}
+    params = {"space": {"name": "mobilenet", "mobilenet": shape},
               "search": {"segment": 4, "super_cells": 3, "contexts": 1, "evolution": {"population": 20, "generations": 5}}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    space = ChainSpace(NetworkShape(**layout))
+    space = ChainSpace(mobilenet_layout(**shape))
     archs = space.sample(30, random.Random(0))
     predictor = GCNPredictor(space, hidden=8, layers=2, epochs=2, ensemble=1, validation=0).fit(archs, [sum(a) for a in archs])
     (tmp_path / "models").mkdir()
     torch.save(gcn_state(predictor), tmp_path / "models/predictor.pt")
     (tmp_path / "data/prepared").mkdir(parents=True)
-    data.save_split(tmp_path / "data/prepared/val.pt", np.zeros((4, 28, 28)), np.arange(4), [str(i) for i in range(10)])
+    splits.save_split(tmp_path / "data/prepared/val.pt", np.zeros((4, 28, 28)), np.arange(4), [str(i) for i in range(10)])
     monkeypatch.chdir(tmp_path)
     return space
 

@@ -31,7 +31,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, make_project, write_synthetic_fashion_mnist
-from fitnas import data
+from fitnas.data import sources
 from test_pipeline import STAGES, ran_stages
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
@@ -160,14 +160,14 @@ def test_image_runs_fitnas_help_with_the_local_torch(docker_env, image):
 
 
 def test_tiny_pipeline_runs_in_the_container(docker_env, image, tmp_path):
-    dataset = Path(data.DEBIAN_DIR)
+    dataset = Path(sources.DEBIAN_DIR)
     if not dataset.is_dir():
         dataset = write_synthetic_fashion_mnist(tmp_path / "fmnist")
     # data.root null: the stages look in the Debian folder, where the dataset is mounted read-only.
     project = make_project(tmp_path / "project")
     subprocess.run(["chown", "-R", USER, str(project)], check=True)
 
-    mounts = ["-v", f"{project}:/work", "-v", f"{dataset}:{data.DEBIAN_DIR}:ro"]
+    mounts = ["-v", f"{project}:/work", "-v", f"{dataset}:{sources.DEBIAN_DIR}:ro"]
     threads = ["-e", f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"] if "OMP_NUM_THREADS" in os.environ else []
     result = docker(docker_env, "run", "--rm", "--network", "none", "-u", USER, *threads, *mounts, image, "dvc", "repro",
                     timeout=1500)

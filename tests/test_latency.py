@@ -8,9 +8,9 @@ import torch
 from fitnas.config import Latency
 from fitnas.latency import LatencyTableError, add_latency, build_table, check, read_table, time_module, to_cost
 from fitnas.spaces import nb201
-from fitnas.spaces.mobilenet import ChainSpace, NetworkShape
+from fitnas.spaces.mobilenet import ChainSpace, layout
 
-SMALL = NetworkShape(stem=8, first=8, widths=(8, 16), depths=(2, 2), strides=(1, 2), head=16, in_channels=1, num_classes=10)
+SMALL = layout(stem=8, first=8, widths=(8, 16), depths=(2, 2), strides=(1, 2), head=16, in_channels=1, num_classes=10)
 FAST = Latency(warmup=1, repeats=3, check_networks=3)
 CPU = torch.device("cpu")
 

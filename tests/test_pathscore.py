@@ -6,9 +6,9 @@ import torch
 
 from fitnas.pathscore import PathGCN, segment_size
 from fitnas.predictors import GCNPredictor, gcn_state, load_gcn
-from fitnas.spaces.mobilenet import ChainSpace, NetworkShape
+from fitnas.spaces.mobilenet import ChainSpace, layout
 
-SMALL = NetworkShape(stem=8, first=8, widths=(8, 16, 16), depths=(3, 3, 3), strides=(1, 2, 2), head=32,
+SMALL = layout(stem=8, first=8, widths=(8, 16, 16), depths=(3, 3, 3), strides=(1, 2, 2), head=32,
                      in_channels=1, num_classes=10)
 
 
@@ -29,7 +29,7 @@ def test_saved_predictor_loads_with_weights_only_and_predicts_the_same(fitted, t
     loaded = load_gcn(torch.load(tmp_path / "p.pt", weights_only=True), space)
     archs = space.sample(20, random.Random(5))
     assert np.allclose(loaded.query(archs), predictor.query(archs), atol=1e-6)
-    other = ChainSpace(NetworkShape(widths=(8, 16), depths=(2, 2), strides=(1, 2)))
+    other = ChainSpace(layout(widths=(8, 16), depths=(2, 2), strides=(1, 2)))
     with pytest.raises(ValueError, match="re-run the fit"):
         load_gcn(gcn_state(predictor), other)
 

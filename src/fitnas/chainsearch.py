@@ -112,7 +112,7 @@ def progressive(
     start_time, start_evaluations = time.time(), scorer.evaluations
     limits = _limits(tables, budget)
     rng = np.random.default_rng(seed)
-    parts = segments_of(space.num_layers, segment)
+    parts = segments_of(space.num_slots, segment)
     # Per constrained cost: what each layer can spend above its cheapest choice.
     extra = {name: tables[name].table - tables[name].lowest()[:, None] for name in limits}
     spare = {name: limit - tables[name].min() for name, limit in limits.items()}

@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-class CheckpointError(ValueError):
-    pass
+from fitnas.errors import CheckpointError
+from fitnas.util import save_atomic
 
 
 def load(
@@ -25,14 +24,15 @@ def load(
     stage: str,
     space: str | None = None,
     shape: dict[str, tuple[object, str]] | None = None,
-    weights: str = "model",
+    weights: str | None = "model",
 ) -> dict:
     """The checkpoint at `path`, checked against what the caller is about to build.
 
     space: the search space the params name; shape: for each saved shape field,
     (the value the params imply, the param or input it comes from). A mismatch
     names the field, both values and the stage to re-run. weights: the key that
-    holds the weights (a state dict, or a list of them for an ensemble).
+    holds the weights (a state dict, or a list of them for an ensemble); None for a
+    checkpoint that may hold none (a saved predictor: its kind says what it holds).
     """
     fix = f"re-run `dvc repro {stage}` to recreate it"
     if not path.is_file():
@@ -41,7 +41,7 @@ def load(
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged or truncated archive
         raise CheckpointError(f"{path} is unreadable ({type(err).__name__}: {err}); {fix}") from None
-    if not isinstance(saved, dict) or not isinstance(saved.get(weights), (dict, list)) or not saved[weights]:
+    if not isinstance(saved, dict) or (weights is not None and (not isinstance(saved.get(weights), (dict, list)) or not saved[weights])):
         raise CheckpointError(f"{path} is not a fitnas checkpoint (no model weights in it); {fix}")
     if space is not None and saved.get("space") != space:
         raise CheckpointError(
@@ -139,7 +139,6 @@ class Resume:
             ) from None
 
     def save(self, state: dict) -> None:
-        from fitnas.train import save_atomic
 
         save_atomic(state | {"rng": rng_state()}, self.path)
 

@@ -61,19 +61,18 @@ def lookup(
     """
     import itertools
 
-    from fitnas.search import Budget, top_k
+    from pydantic import ValidationError
 
-    budgets = [Budget(f, p, l) for f, p, l in itertools.product(flops or [None], params or [None], latency_ms or [None])]
-    space, p = _space_from(config_path)
-    if space is not None and not space.ENUMERABLE:
-        answers = _search_answers(space, p, budgets, top, method)
-    else:
-        frame = _table(table)
-        if _latency_path().is_file() and space is not None:
-            from fitnas.latency import add_latency, read_table
+    from fitnas.config import Budget
 
-            frame = add_latency(frame, space, read_table(_latency_path(), space))
-        answers = ((budget, top_k(frame, budget, top)) for budget in budgets)
+    try:
+        budgets = [Budget(flops=f, params=p, latency_ms=l)
+                   for f, p, l in itertools.product(flops or [None], params or [None], latency_ms or [None])]
+    except ValidationError as err:
+        problem = err.errors()[0]
+        raise typer.BadParameter(f"--{problem['loc'][0]} {problem['input']}: {problem['msg']}") from None
+    strategy = _strategy(config_path, table, budgets, method)
+    answers = ((budget, strategy.best(budget, top)) for budget in budgets)
     for budget, best in answers:
         with_latency = "latency_ms" in best
         typer.echo(f"budget: {budget.describe()}")
@@ -99,23 +98,22 @@ def _space_from(config_path: Path):
     return spaces.get(p.space), p
 
 
-def _search_answers(space, p, budgets, top: int, method: str | None):
-    """Each budget answered by a search against the fitted graph network (one fit, many budgets)."""
-    import torch
-
-    from fitnas import chainsearch
+def _strategy(config_path: Path, table: Path, budgets, method: str | None):
+    """How the params file's space answers budgets: the lookup table, or a search against the saved predictor."""
+    from fitnas import spaces, strategies
     from fitnas.latency import read_table
-    from fitnas.pathscore import PathGCN
-    from fitnas.pipeline import final_costs, load_predictor
-    from fitnas.search import top_k
+    from fitnas import predictors
+    from fitnas.pipeline import PREDICTOR, final_costs
+    from fitnas.strategies import TableSearch
 
-    scorer = PathGCN(load_predictor(space), space)
-    latency = read_table(_latency_path(), space) if _latency_path().is_file() or any(b.latency_ms for b in budgets) else None
-    tables = chainsearch.cost_tables(final_costs(p, space), latency)
-    torch.set_num_threads(1)
-    for budget in budgets:
-        result = chainsearch.run(method or p.search.method, space, scorer, tables, budget, p.search, p.seed)
-        yield budget, top_k(result.candidates, budget, top)
+    space, p = _space_from(config_path)
+    if space is None:  # no params file: the table alone answers, without latency
+        return TableSearch(spaces.get("nb201"), _table(table), None)
+    wants_latency = _latency_path().is_file() or any(b.latency_ms for b in budgets)
+    latency = read_table(_latency_path(), space) if wants_latency else None
+    costs = lambda: final_costs(p, space)  # noqa: E731
+    return strategies.for_space(space, lambda: _table(table), lambda: predictors.load_file(PREDICTOR, space, costs().params), costs,
+                                latency, p.search, p.seed, method)
 
 
 @app.command(rich_help_panel="Queries")
@@ -127,13 +125,13 @@ def describe(
     config_path: Path = typer.Option(Path("params.yaml"), "--config", help="The params file (the mobilenet space's layout)."),
 ) -> None:
     """FLOPs, params and predicted accuracy of one architecture."""
-    from fitnas import spaces
+    from fitnas import spaces, strategies
 
     try:
         space = spaces.get(space_name)
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--space") from None
-    if not space.ENUMERABLE:
+    if not strategies.tabulated(space):
         configured, p = _space_from(config_path)
         if configured is None or configured.NAME != space_name:
             raise typer.BadParameter(f"{config_path} does not describe a {space_name} space: pass the params file it was run with (--config)")
@@ -161,17 +159,18 @@ def describe(
 def _describe_searched(space, p, arch: str) -> None:
     """A network of a space too large to tabulate: its costs from the cost model, its prediction from the fitted GCN."""
     from fitnas.latency import read_table
-    from fitnas.pipeline import final_costs, load_predictor
+    from fitnas import predictors
+    from fitnas.pipeline import PREDICTOR, final_costs
 
     parsed = space.parse(arch)
     costs = final_costs(p, space)
-    predictor = load_predictor(space)
+    predictor = predictors.load_file(PREDICTOR, space, costs.params)
     typer.echo(f"arch:          {arch}")
     typer.echo(f"FLOPs:         {costs.flops(parsed):.3f} M multiply-accumulates")
     typer.echo(f"params:        {costs.params(parsed):.4f} M")
     if _latency_path().is_file():
         typer.echo(f"latency:       {read_table(_latency_path(), space)(parsed):.3f} ms  (latency table)")
-    typer.echo(f"predicted acc: {predictor.query([parsed])[0]:.4f}  (fitted graph network; {space.size:.3g} networks in the space)")
+    typer.echo(f"predicted acc: {predictor.query([parsed])[0]:.4f}  (fitted {predictor.name} predictor; {space.size:.3g} networks in the space)")
 
 
 @app.command(rich_help_panel="Set-up")

@@ -10,11 +10,8 @@ from typing import Any, Literal, Optional
 
 import annotated_types
 import yaml
+from fitnas.errors import ConfigError
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
-
-
-class ConfigError(ValueError):
-    """params.yaml is missing or does not match the schema; the message names the key and the fix."""
 
 
 class Section(BaseModel):
@@ -125,10 +122,24 @@ class Search(Section):
     evolution: Evolution = Evolution()
 
 
+UNITS = {"flops": "M FLOPs", "params": "M params", "latency_ms": "ms"}  # of each budget's cost
+
+
 class Budget(Section):
+    """The constraints of a search (params.yaml's `budget`, or `fitnas lookup`'s options); None: unconstrained."""
+
     flops: Optional[PositiveFloat] = None  # millions of multiply-accumulates
     params: Optional[PositiveFloat] = None  # millions of parameters
     latency_ms: Optional[PositiveFloat] = None  # milliseconds, from the latency table (stage latency)
+
+    def limits(self) -> dict[str, float]:
+        """The constrained costs: {"flops" | "params" | "latency_ms": limit}."""
+        return {name: value for name, value in self.model_dump().items() if value is not None}
+
+    def describe(self) -> str:
+        parts = [f"{name} <= {value} {UNITS[name].removeprefix('M ') if name == 'latency_ms' else 'M'}"
+                 for name, value in self.limits().items()]
+        return ", ".join(parts) or "unconstrained"
 
 
 class Latency(Section):
@@ -213,13 +224,13 @@ class Params(Section):
                 f"to fit on ({held_out} held out); the fit needs at least {MIN_FIT_SAMPLES}: raise sample.n "
                 f"or lower predictor.holdout"
             )
-        size = _space_size(self.space.name)
-        if size is not None and n > size:
+        size = _space_size(self.space)
+        if n > size:
             problems.append(
                 f"sample.n = {n} is more than the {size} distinct networks of space {self.space.name!r}; "
                 f"lower sample.n to at most {size}"
             )
-        elif size is not None and n + self.rankcheck.archs > size:
+        elif n + self.rankcheck.archs > size:
             problems.append(
                 f"sample.n + rankcheck.archs = {n} + {self.rankcheck.archs} is more than the {size} distinct "
                 f"networks of space {self.space.name!r} (the rank check trains networks that were not sampled); "
@@ -241,13 +252,11 @@ class Params(Section):
 MIN_FIT_SAMPLES = 10  # fewer sampled networks than this leave nothing to learn a ranking from
 
 
-def _space_size(name: str) -> int | None:
-    """Distinct networks in the space, when the space module can tell cheaply (`size()`)."""
-    from fitnas import spaces
+def _space_size(settings: Space) -> int:
+    """Distinct networks in the space the settings describe."""
+    from fitnas import spaces  # spaces build torch modules: imported when a params file is checked, not with config
 
-    module = spaces.SPACES.get(name)
-    size = getattr(module, "size", None)
-    return size() if callable(size) else None
+    return spaces.get(settings).size
 
 
 def load(path: str | Path = "params.yaml") -> Params:

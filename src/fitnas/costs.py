@@ -8,6 +8,8 @@ additions are not counted.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
@@ -107,3 +109,22 @@ class AdditiveCost:
 
     def max(self) -> float:
         return float(self.base + self.highest().sum())
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """FLOPs (MACs) and params in millions of every architecture of a space, as additive tables.
+
+    Every space's networks cost a fixed part plus one term per (slot, choice): an op on a cell's
+    edge is its own module, and a chain layer's input shape does not depend on the other layers.
+    Tests check the sums against counting whole networks. `tables` holds "flops" and "params";
+    the search adds "latency_ms" from the latency table.
+    """
+
+    tables: dict[str, AdditiveCost]
+
+    def flops(self, arch) -> float:
+        return self.tables["flops"](arch)
+
+    def params(self, arch) -> float:
+        return self.tables["params"](arch)

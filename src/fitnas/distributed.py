@@ -21,13 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-
-class DistributedError(RuntimeError):
-    """The launch does not match the settings; the message says which to change."""
-
-
-class DeviceError(RuntimeError):
-    """The device params.yaml asks for is not there; stages report it without a traceback."""
+from fitnas.errors import DeviceError, DistributedError
 
 
 @dataclass(frozen=True)

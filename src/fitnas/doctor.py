@@ -29,13 +29,14 @@ def check_params(path: Path):
 
 
 def check_dataset(p) -> Check:
-    from fitnas import data
+    from fitnas.data import sources
+    from fitnas import errors
 
     if p is None:
         return Check("dataset", False, "not checked until params.yaml is valid")
     try:
-        return Check("dataset", True, data.check_source(p.data.root, p.data.format, Path(p.data.download_dir)))
-    except data.DataError as err:
+        return Check("dataset", True, sources.check_source(p.data.root, p.data.format, Path(p.data.download_dir)))
+    except errors.DataError as err:
         return Check("dataset", False, str(err), "set data.root in params.yaml to your data (README: Bring your own data)")
 
 

@@ -23,12 +23,10 @@ from torch import nn
 
 from fitnas.costs import AdditiveCost
 from fitnas.distributed import torch_threads
+from fitnas.errors import LatencyTableError
+from fitnas.util import progress
 
 FIXED = -1  # the slot of the fixed parts' row in the table
-
-
-class LatencyTableError(ValueError):
-    """The latency table is missing or does not fit the space; the message says how to rebuild it."""
 
 
 @torch.inference_mode()
@@ -66,7 +64,6 @@ def num_slots(space) -> int:
 
 def build_table(space, shape, input_size: int, device: torch.device, settings, desc: str = "latency table") -> pd.DataFrame:
     """One row per (slot, choice) the space allows, plus the fixed parts' row (slot -1): latency_ms and what was timed."""
-    from fitnas.train import progress
 
     fixed, slots = space.latency_parts(shape, input_size)
     timed: dict[str, float] = {}
@@ -129,7 +126,6 @@ def calibrate(frame: pd.DataFrame, space, shape, input_size: int, device: torch.
 def check(space, shape, input_size: int, cost: AdditiveCost, device: torch.device, settings, seed: int,
           networks: int | None = None, desc: str = "latency check") -> pd.DataFrame:
     """Whole networks timed against the table's sums: arch, table_ms, measured_ms, error_pct."""
-    from fitnas.train import progress
 
     count = settings.check_networks if networks is None else networks
     archs = space.sample(count, random.Random(seed)) if count else []

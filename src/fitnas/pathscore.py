@@ -24,12 +24,41 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from fitnas.predictors import GCNPredictor
+from typing import TYPE_CHECKING
+
+from fitnas.spaces.base import SearchSpace
+
+if TYPE_CHECKING:  # only for annotations: the graph network's module imports this one
+    from fitnas.predictors.gcn import GCNPredictor
+
+
+def is_path_space(space: SearchSpace, probes: int = 3) -> bool:
+    """Whether the space's graphs are paths (input, one node per slot, output), which PathGCN needs."""
+    rng = random.Random(0)
+    for arch in [space.parse(space.EXAMPLE)] + [space.random_cell(rng) for _ in range(probes)]:
+        graph = space.graph(arch)
+        n = space.num_slots + 2
+        if len(graph.node_types) != n or sorted(graph.edges) != [(i, i + 1) for i in range(n - 1)]:
+            return False
+    return True
+
+
+def _slot_types(space: SearchSpace) -> torch.Tensor:
+    """Node type of every (slot, op) as the space's graph encoding numbers them; -1 where a slot does not allow the op."""
+    example = list(space.parse(space.EXAMPLE))
+    types = torch.full((space.num_slots, len(space.OPS)), -1, dtype=torch.long)
+    for slot, choices in enumerate(space.choices):
+        for op in choices:
+            arch = example.copy()
+            arch[slot] = op
+            types[slot, op] = space.graph(tuple(arch)).node_types[slot + 1]
+    return types
 
 
 class _Weights:
@@ -73,16 +102,18 @@ class _Weights:
 class PathGCN:
     """A fitted `GCNPredictor`'s ensemble on a chain space (`fitnas.spaces.mobilenet.ChainSpace`)."""
 
-    def __init__(self, predictor: GCNPredictor, space):
+    def __init__(self, predictor: "GCNPredictor", space: SearchSpace):
         if not predictor.models:
             raise ValueError("PathGCN needs a fitted GCNPredictor")
         self.space = space
         self.normalizer = predictor.normalizer
         self.members = [_Weights(model.cpu().eval()) for model in predictor.models]
         # Node type of (layer, op), as the space's graph encoding numbers them.
-        ops = len(space.OPS)
-        self.types = torch.tensor([[space.node_type(i, op) for op in range(ops)] for i in range(space.num_layers)])
-        if len(set(self.types.flatten().tolist()) | {0, 1}) != self.types.numel() + 2:
+        if not is_path_space(space):
+            raise ValueError(f"PathGCN needs a space whose graphs are paths; {space.NAME}'s are not")
+        self.types = _slot_types(space)
+        allowed = self.types[self.types >= 0].tolist()
+        if len(set(allowed) | {0, 1}) != len(allowed) + 2:
             raise ValueError("PathGCN needs a node type per (layer, op): the path counts are then sums over nodes")
         self.evaluations = 0  # architectures scored so far (for benchmarks)
 
@@ -99,8 +130,8 @@ class PathGCN:
     def score(self, archs: np.ndarray | torch.Tensor, batch: int = 4096) -> np.ndarray:
         """Normalised scores of whole architectures, an integer array [n, layers]."""
         archs = torch.as_tensor(np.asarray(archs), dtype=torch.long)
-        if archs.ndim != 2 or archs.shape[1] != self.space.num_layers:
-            raise ValueError(f"expected archs of shape [n, {self.space.num_layers}], got {tuple(archs.shape)}")
+        if archs.ndim != 2 or archs.shape[1] != self.space.num_slots:
+            raise ValueError(f"expected archs of shape [n, {self.space.num_slots}], got {tuple(archs.shape)}")
         out = np.empty(len(archs))
         for start in range(0, len(archs), batch):
             types = self._node_types(archs[start : start + batch])

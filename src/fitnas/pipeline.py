@@ -10,15 +10,9 @@ import json
 import sys
 from pathlib import Path
 
-from fitnas.checkpoints import CheckpointError
-from fitnas.config import ConfigError
-from fitnas.data import DataError
-from fitnas.distributed import DeviceError, DistributedError
-from fitnas.latency import LatencyTableError
-from fitnas.search import BudgetError
-from fitnas.spaces.base import ArchError
-from fitnas.tracking import TrackingError
-from fitnas.train import Interrupted, NonFiniteLoss
+from fitnas.data import splits
+from fitnas.errors import USER_ERRORS, ArchError, Interrupted, SamplesError
+from fitnas.util import write_json  # noqa: F401  (stages import it from here with the paths)
 
 PREPARED = Path("data/prepared")
 TRAIN, VAL, TEST = PREPARED / "train.pt", PREPARED / "val.pt", PREPARED / "test.pt"
@@ -41,21 +35,9 @@ RANKCHECK_CACHE = Path("results/rankcheck.cache.csv")  # networks trained so far
 METRICS = Path("metrics")
 PLOTS = Path("plots")
 
-def write_json(path: Path, payload: dict) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    return path
-
-
-class SamplesError(ValueError):
-    pass
-
-
 def final_shape(p, space):
     """The network retraining trains (params `final.*` on the prepared data): (shape, input size)."""
-    from fitnas import data
-
-    val = data.load_split(VAL)
+    val = splits.load_split(VAL)
     shape = space.network_shape(p.final, val.images.shape[1], len(val.classes))
     return shape, val.images.shape[-1]
 
@@ -128,33 +110,6 @@ def read_choice(path: Path = CHOICE) -> dict:
     if not isinstance(choice, dict) or not {"arch", "predicted_acc"} <= set(choice):
         raise SamplesError(f"{path} lacks the chosen arch or its predicted accuracy; {fix}")
     return choice
-
-
-def load_predictor(space, path: Path = PREDICTOR):
-    """The graph network the fit stage saved for a space too large to tabulate, ready to query."""
-    from fitnas import checkpoints
-    from fitnas.predictors import load_gcn
-
-    saved = checkpoints.load(path, "fit", space=space.NAME, weights="members")
-    try:
-        return load_gcn(saved, space)
-    except (ValueError, KeyError) as err:
-        raise CheckpointError(f"{path} does not fit this space ({err}); re-run `dvc repro fit` to recreate it") from None
-
-
-USER_ERRORS = (
-    ConfigError,
-    DataError,
-    BudgetError,
-    ArchError,
-    CheckpointError,
-    SamplesError,
-    TrackingError,
-    DeviceError,
-    NonFiniteLoss,
-    DistributedError,
-    LatencyTableError,
-)
 
 
 def friendly_errors(main):

@@ -13,21 +13,22 @@ import dataclasses
 import hashlib
 import json
 import os
-import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from fitnas import data, spaces, train
+from fitnas.data import splits
+
+from fitnas.data.batches import Batches
+from fitnas.deps import code_files
 from fitnas.config import ConfigError, Params
 from fitnas.metrics import bootstrap_kendall_tau, kendall_tau, spearman_rho
-from fitnas.pipeline import TRAIN, VAL
+from fitnas.spaces.base import SearchSpace
 from fitnas.train import evaluate, seed_everything, sgd_one_cycle, train_epoch
 
 # The rankings under test: a column of the rank check's table each, higher meaning better.
@@ -46,24 +47,7 @@ CACHE_COLUMNS = ["arch", "key", *RESULT_COLUMNS]
 POOL_PER_ARCH = 100
 
 
-def searched_pool(space: Any, predictor: Any, costs: Any, n: int, seed: int) -> pd.DataFrame:
-    """n distinct random networks of a space too large to tabulate, in the lookup table's columns.
-
-    The predictions come from the fitted graph network (as the search stage
-    scores candidates); costs from the cost model, at the final network's shape.
-    """
-    archs = space.sample(n, random.Random(seed))
-    return pd.DataFrame(
-        {
-            "arch": [space.to_str(arch) for arch in archs],
-            "predicted_acc": predictor.query(archs),
-            "flops_M": [round(costs.flops(arch), 6) for arch in archs],
-            "params_M": [round(costs.params(arch), 6) for arch in archs],
-        }
-    )
-
-
-def pick_archs(space: ModuleType, lookup: pd.DataFrame, sampled: Iterable[str], n: int, seed: int) -> pd.DataFrame:
+def pick_archs(space: SearchSpace, lookup: pd.DataFrame, sampled: Iterable[str], n: int, seed: int) -> pd.DataFrame:
     """n distinct networks the fit never saw, at evenly spaced quantiles of FLOPs.
 
     `lookup`: the fit's lookup table, or for a space too large to tabulate a
@@ -72,12 +56,11 @@ def pick_archs(space: ModuleType, lookup: pd.DataFrame, sampled: Iterable[str], 
     the sort decides which of them a quantile lands on.
     """
     seen = {space.to_str(space.canonical(space.parse(text))) for text in sampled}
-    # Every cell network whose output is cut off from its input has the all-none
-    # cell as its canonical form. It outputs the same for every image, so its
-    # accuracy is chance without any training, and one network every ranking can
-    # place last would only flatter them all. (A chain of layers is never cut off.)
-    cut_off = space.to_str((space.NONE,) * len(space.EDGES)) if hasattr(space, "EDGES") else None
-    pool = lookup.loc[~lookup.arch.isin(seen) & (lookup.arch != cut_off), ["arch", "predicted_acc", "flops_M", "params_M"]]
+    # A network whose output is cut off from its input outputs the same for every
+    # image, so its accuracy is chance without any training, and one network every
+    # ranking can place last would only flatter them all.
+    connected = lookup.arch.map(lambda text: space.connected(space.parse(text)))
+    pool = lookup.loc[~lookup.arch.isin(seen) & connected, ["arch", "predicted_acc", "flops_M", "params_M"]]
     if n > len(pool):
         raise ConfigError(f"rankcheck.archs is {n}, but only {len(pool)} networks are neither sampled nor cut off; lower it")
     shuffled = pool.iloc[np.random.default_rng(seed).permutation(len(pool))]
@@ -86,7 +69,7 @@ def pick_archs(space: ModuleType, lookup: pd.DataFrame, sampled: Iterable[str], 
     return ordered.iloc[positions].reset_index(drop=True)
 
 
-def training_key(p: Params, shape: Any, space: ModuleType) -> str:
+def training_key(p: Params, shape: Any, space: SearchSpace, data_files: Sequence[Path]) -> str:
     """What a stand-alone accuracy depends on, hashed: the recipe, the data and the code that trains.
 
     A cached result is reused only under the same key, so a changed setting,
@@ -95,7 +78,7 @@ def training_key(p: Params, shape: Any, space: ModuleType) -> str:
     recipe = p.rankcheck.model_dump(exclude={"archs", "bootstrap"})
     settings = {"seed": p.seed, "shape": dataclasses.asdict(shape), "recipe": recipe, "torch": torch.__version__}
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode())
-    for path in (TRAIN, VAL, Path(train.__file__), Path(data.__file__), spaces.source_file(space)):
+    for path in (*data_files, *code_files(space)):
         digest.update(Path(path).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -126,11 +109,11 @@ def write_cache(path: Path, key: str, results: dict[str, dict]) -> None:
 
 
 def train_from_scratch(
-    space: ModuleType,
+    space: SearchSpace,
     arch: tuple[int, ...],
     shape: Any,
-    batches: data.Batches,
-    val_batches: data.Batches,
+    batches: Batches,
+    val_batches: Batches,
     p: Params,
     desc: str,
 ) -> dict[str, float]:
@@ -150,7 +133,8 @@ def train_from_scratch(
 
 
 def standalone_results(
-    p: Params, space: ModuleType, shape: Any, picked: pd.DataFrame, device: torch.device, cache: Path
+    p: Params, space: SearchSpace, shape: Any, picked: pd.DataFrame, device: torch.device, cache: Path,
+    train_split: splits.Split, val_split: splits.Split, key: str,
 ) -> tuple[pd.DataFrame, int]:
     """Stand-alone accuracy of every picked network (one row each, in order), and how many came from the cache.
 
@@ -158,14 +142,12 @@ def standalone_results(
     run resumes with the first network it had not finished.
     """
     cfg = p.rankcheck
-    train_split = data.load_split(TRAIN)
     if cfg.train_limit is not None:
-        train_split = data.subset(train_split, cfg.train_limit, p.seed)
-    batches = data.Batches(train_split, cfg.batch_size, shuffle=True, seed=p.seed, device=device)
+        train_split = splits.subset(train_split, cfg.train_limit, p.seed)
+    batches = Batches(train_split, cfg.batch_size, shuffle=True, seed=p.seed, device=device)
     # The whole validation split: the supernet scores use a part of it, the test split stays unread.
-    val_batches = data.Batches(data.load_split(VAL), 1000, shuffle=False, seed=p.seed, device=device)
+    val_batches = Batches(val_split, 1000, shuffle=False, seed=p.seed, device=device)
 
-    key = training_key(p, shape, space)
     results = read_cache(cache, key)
     cached = sum(arch in results for arch in picked.arch)
     print(f"rankcheck: training {len(picked) - cached} of {len(picked)} networks from scratch "

@@ -6,13 +6,18 @@ the same way, so the two sets of supernet scores are comparable.
 
 from __future__ import annotations
 
-from types import ModuleType
+from pathlib import Path
 
 import torch
 
-from fitnas import checkpoints, data
+from fitnas import checkpoints
+
+from fitnas.data import splits
+
+from fitnas.data.batches import Batches
 from fitnas.config import Params
-from fitnas.pipeline import SUPERNET, TRAIN, VAL
+from fitnas.errors import CheckpointError
+from fitnas.spaces.base import SearchSpace
 from fitnas.train import evaluate, recalibrate_batchnorm
 
 
@@ -25,26 +30,23 @@ class SupernetScorer:
     network scored gets the k-th shuffle whatever the arch.
     """
 
-    def __init__(self, p: Params, space: ModuleType, device: torch.device, saved: dict | None = None):
-        """`saved`: a supernet checkpoint's dict (shape, model); None reads the supernet stage's."""
+    def __init__(self, p: Params, space: SearchSpace, device: torch.device, train: splits.Split, val: splits.Split,
+                 saved: dict, source: Path):
+        """`saved`: a supernet checkpoint's dict (shape, model), read from `source` (named in errors)."""
         cfg = p.sample
-        train, val = data.load_split(TRAIN), data.load_split(VAL)
-        if saved is None:
-            # The supernet must be the one params.yaml and the prepared data describe, not one left from other settings.
-            saved = self._checked_supernet(p, space, train)
         try:
             self.shape = space.NetworkShape(**saved["shape"])
         except TypeError as err:
-            raise checkpoints.CheckpointError(f"{SUPERNET} records a shape this space does not know ({err}); "
-                                              f"re-run `dvc repro supernet` to recreate it") from None
+            raise CheckpointError(f"{source} records a shape this space does not know ({err}); "
+                                  f"re-run `dvc repro supernet` to recreate it") from None
         self.net = space.build_supernet(self.shape)
-        checkpoints.load_weights(self.net, saved, SUPERNET, "supernet")
+        checkpoints.load_weights(self.net, saved, source, "supernet")
         self.net.to(device)
 
         if cfg.val_limit is not None:
-            val = data.subset(val, cfg.val_limit, p.seed)
-        self.calibration = data.Batches(train, cfg.bn_batch_size, shuffle=True, seed=p.seed + 1, device=device)
-        self.val_batches = data.Batches(val, cfg.batch_size, shuffle=False, seed=p.seed, device=device)
+            val = splits.subset(val, cfg.val_limit, p.seed)
+        self.calibration = Batches(train, cfg.bn_batch_size, shuffle=True, seed=p.seed + 1, device=device)
+        self.val_batches = Batches(val, cfg.batch_size, shuffle=False, seed=p.seed, device=device)
         self.bn_batches = cfg.bn_batches
 
     def score(self, arch: tuple[int, ...], index: int | None = None) -> tuple[float, float]:
@@ -59,13 +61,20 @@ class SupernetScorer:
         recalibrate_batchnorm(self.net, self.calibration, self.bn_batches)
         return evaluate(self.net, self.val_batches)
 
-    @staticmethod
-    def _checked_supernet(p: Params, space: ModuleType, train: data.Split) -> dict:
-        """The supernet stage's checkpoint, refused when params.yaml or the prepared data describe another."""
-        expected = {
-            "channels": (p.supernet.channels, "supernet.channels"),
-            "cells": (p.supernet.cells, "supernet.cells"),
-            "in_channels": (train.images.shape[1], f"the prepared data ({TRAIN}: image channels)"),
-            "num_classes": (len(train.classes), f"the prepared data ({TRAIN}: classes)"),
-        }
-        return checkpoints.load(SUPERNET, "supernet", space=space.NAME, shape=expected)
+
+def checked_supernet(p: Params, space: SearchSpace, train: splits.Split, path: Path, train_path: Path) -> dict:
+    """The supernet checkpoint at `path`, refused when params.yaml or the prepared data describe another."""
+    expected = {
+        "channels": (p.supernet.channels, "supernet.channels"),
+        "cells": (p.supernet.cells, "supernet.cells"),
+        "in_channels": (train.images.shape[1], f"the prepared data ({train_path}: image channels)"),
+        "num_classes": (len(train.classes), f"the prepared data ({train_path}: classes)"),
+    }
+    return checkpoints.load(path, "supernet", space=space.NAME, shape=expected)
+
+
+def from_files(p: Params, space: SearchSpace, device: torch.device, supernet: Path, train: Path, val: Path) -> SupernetScorer:
+    """The scorer for the supernet checkpoint and prepared splits at these paths (the stages': fitnas.pipeline)."""
+    train_split, val_split = splits.load_split(train), splits.load_split(val)
+    saved = checked_supernet(p, space, train_split, supernet, train)  # the one params.yaml and the data describe
+    return SupernetScorer(p, space, device, train_split, val_split, saved, supernet)

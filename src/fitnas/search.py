@@ -6,32 +6,12 @@ accuracy and costs, so any budget is answered by filtering, not by training.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pandas as pd
 
+from fitnas.config import UNITS, Budget  # noqa: F401  (Budget: the one class, the schema's)
+from fitnas.errors import BudgetError
+
 COST_COLUMNS = {"flops": "flops_M", "params": "params_M", "latency_ms": "latency_ms"}
-UNITS = {"flops": "M FLOPs", "params": "M params", "latency_ms": "ms"}
-
-
-class BudgetError(ValueError):
-    """No architecture meets the budget; the message gives the smallest costs available."""
-
-
-@dataclass(frozen=True)
-class Budget:
-    flops: float | None = None  # millions of MACs
-    params: float | None = None  # millions
-    latency_ms: float | None = None  # milliseconds, from the latency table
-
-    def limits(self) -> dict[str, float]:
-        """The constrained costs: {"flops" | "params" | "latency_ms": limit}."""
-        return {name: value for name, value in vars(self).items() if value is not None}
-
-    def describe(self) -> str:
-        parts = [f"{name} <= {value} {UNITS[name].removeprefix('M ') if name == 'latency_ms' else 'M'}"
-                 for name, value in self.limits().items()]
-        return ", ".join(parts) or "unconstrained"
 
 
 def smallest_message(budget: Budget, smallest: dict[str, float]) -> str:

@@ -21,14 +21,11 @@ import time
 from pathlib import Path
 
 from fitnas.config import Params, flatten
+from fitnas.errors import TrackingError
 
 DEFAULT_URI_FILE = "mlflow.db"
 OPT_OUT = "FITNAS_TRACKING"  # =off: run the stages without MLflow
 PROBE_TIMEOUT_S = 30  # a refused connection fails at once; this bounds a server that accepts but hangs
-
-
-class TrackingError(RuntimeError):
-    """The MLflow tracking store cannot be used; the message names the URI and the way around it."""
 
 
 def tracking_uri() -> str:

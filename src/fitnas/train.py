@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import random
 import signal
 import sys
@@ -14,11 +13,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from fitnas.distributed import World
+from fitnas.errors import Interrupted, NonFiniteLoss
+from fitnas.util import progress, save_atomic  # noqa: F401  (re-exported: stages and tests import them from here)
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+
+def single_path(space, seed: int, epoch: int, step: int) -> tuple[int, ...]:
+    """The supernet's path at a training step: a uniformly random cell, a function of (seed, epoch, step) alone,
+    so every rank draws the same one and a resumed run draws exactly the paths it would have."""
+    return space.random_cell(random.Random(f"{seed}/{epoch}/{step}"))
 
 
 def seed_everything(seed: int) -> None:
@@ -27,28 +33,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def progress(iterable, desc: str, total: int | None = None):
-    """A progress bar on a terminal, silent in logs (tqdm's disable=None)."""
-    return tqdm(iterable, desc=desc, total=total, disable=None, leave=False, dynamic_ncols=True)
-
-
 def autocast(device: torch.device):
     """bf16 mixed precision on CUDA (bf16 keeps float32's range, so no loss scaling); plain float32 on CPU."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
-class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite; the message names the step."""
-
-
-class Interrupted(RuntimeError):
-    """SIGTERM or SIGINT stopped training at a step boundary; `steps` steps of the epoch were applied."""
-
-    def __init__(self, signum: int, steps: int, desc: str):
-        self.signum, self.steps = signum, steps
-        name = signal.Signals(signum).name
-        super().__init__(f"{name} received: {desc} stopped after {steps} steps")
-        self.exit_code = 128 + signum  # what a shell reports for a process killed by the signal
 
 
 class StopRequest:
@@ -226,14 +213,6 @@ def recalibrate_batchnorm(model: nn.Module, batches: Batches, n_batches: int) ->
     for bn, momentum in zip(norms, momenta):
         bn.momentum = momentum
     model.eval()
-
-
-def save_atomic(obj: object, path: Path) -> None:
-    """torch.save through a temporary file so an interrupted write never leaves half a checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def sgd_one_cycle(

@@ -8,15 +8,15 @@ from fitnas import spaces
 from fitnas.config import Space
 from fitnas.costs import count_flops, count_params
 from fitnas.spaces.base import ArchError
-from fitnas.spaces.mobilenet import ChainSpace, NetworkShape
+from fitnas.spaces.mobilenet import ChainSpace, layout
 
 # MobileNetV2 (Sandler et al. 2018, table 2) as this space: stem 32 stride 2, the fixed t=1 block of 16,
 # then stages (t, c, n, s) = (6,24,2,2) (6,32,3,2) (6,64,4,2) (6,96,3,1) (6,160,3,2) (6,320,1,1), head 1280.
-MOBILENET_V2 = NetworkShape(
+MOBILENET_V2 = layout(
     stem=32, stem_stride=2, first=16, widths=(24, 32, 64, 96, 160, 320), depths=(2, 3, 4, 3, 3, 1),
     strides=(2, 2, 2, 1, 2, 1), head=1280, kernels=(3,), expansions=(6,), in_channels=3, num_classes=1000,
 )
-SMALL = NetworkShape(stem=8, first=8, widths=(8, 16, 16), depths=(3, 3, 2), strides=(1, 2, 2), head=32,
+SMALL = layout(stem=8, first=8, widths=(8, 16, 16), depths=(3, 3, 2), strides=(1, 2, 2), head=32,
                      in_channels=1, num_classes=10)
 
 

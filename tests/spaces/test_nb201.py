@@ -184,7 +184,7 @@ def test_macs_of_the_issue_reference_cells():
 def test_per_op_flops_increments_match_the_benchmarks_formula():
     # NAS-Bench-201: FLOPs = 7.943872 + 4.36224 n_1x1 + 35.81952 n_3x3 + 1.29024 n_pool (millions)
     model = nb201.cost_model(CIFAR, 32, elementwise=True)
-    per_op = {name: sum(model.edge_flops[e][nb201.OPS.index(name)] for e in range(6)) / 6 for name in nb201.OPS}
+    per_op = {name: sum(model.tables["flops"].table[e, nb201.OPS.index(name)] for e in range(6)) / 6 for name in nb201.OPS}
     assert per_op["nor_conv_1x1"] == pytest.approx(4.36224, abs=1e-6)
     assert per_op["nor_conv_3x3"] == pytest.approx(35.81952, abs=1e-6)
     assert per_op["avg_pool_3x3"] == pytest.approx(1.29024, abs=1e-6)

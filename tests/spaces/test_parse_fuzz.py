@@ -2,7 +2,7 @@
 
 Only two outcomes are allowed: a valid arch (whose canonical string is the input,
 up to surrounding whitespace) or a clean ArchError / exit status 1 with a message.
-Every space registered in fitnas.spaces.SPACES is covered, each at its default layout.
+Every space registered in fitnas.spaces.BUILDERS is covered, each at its default layout.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from fitnas.cli import app
 from fitnas import spaces
-from fitnas.spaces import SPACES
+from fitnas.spaces import BUILDERS
 from fitnas.spaces.base import ArchError
 
 NEEDED = ("parse", "to_str", "random_cell", "canonical")
@@ -27,7 +27,7 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 
 def spaces_with_parsers() -> list:
     params = []
-    for name in SPACES:
+    for name in BUILDERS:
         space = spaces.get(name)
         missing = [f for f in NEEDED if not hasattr(space, f)]
         marks = [pytest.mark.skip(reason=f"space {name} lacks {', '.join(missing)}")] if missing else []
@@ -134,7 +134,7 @@ def searched_space_project(space, folder):
     import torch
     import yaml
 
-    from fitnas import data
+    from fitnas.data import splits
     from fitnas.predictors import GCNPredictor, gcn_state
 
     (folder / "params.yaml").write_text(yaml.safe_dump({"space": {"name": space.NAME}}))
@@ -142,7 +142,7 @@ def searched_space_project(space, folder):
     predictor = GCNPredictor(space, hidden=8, layers=1, epochs=1, ensemble=1, validation=0).fit(archs, list(range(12)))
     (folder / "models").mkdir(exist_ok=True)
     torch.save(gcn_state(predictor), folder / "models" / "predictor.pt")
-    data.save_split(folder / "data/prepared/val.pt", np.zeros((4, 28, 28)), np.arange(4), [str(i) for i in range(10)])
+    splits.save_split(folder / "data/prepared/val.pt", np.zeros((4, 28, 28)), np.arange(4), [str(i) for i in range(10)])
     return ["--config", str(folder / "params.yaml")]
 
 

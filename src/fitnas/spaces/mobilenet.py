@@ -27,6 +27,7 @@ graph/onehot, NetworkShape/network_shape, build/build_supernet, cost_model).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import random
@@ -37,7 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from fitnas.costs import AdditiveCost, count_flops, count_params
+from fitnas.config import Mobilenet as MobilenetSettings
+from fitnas.costs import AdditiveCost, CostModel, count_flops, count_params
 from fitnas.spaces.base import ArchError, Graph
 
 NAME = "mobilenet"
@@ -50,18 +52,18 @@ Arch = tuple[int, ...]
 class NetworkShape:
     """Everything that fixes a network of the space except the choice per layer.
 
-    The defaults are params.yaml's `space.mobilenet` (the Fashion-MNIST proxy, 28x28 input).
+    The layout's defaults live in one place, the schema (`fitnas.config.Mobilenet`): `default_layout()`.
     """
 
-    stem: int = 8  # channels of the stem convolution
-    stem_stride: int = 2
-    first: int = 8  # channels of the fixed expansion-1 block after the stem (MobileNetV2's first block)
-    widths: tuple[int, ...] = (8, 12, 16, 24, 32, 48)
-    depths: tuple[int, ...] = (4, 4, 4, 4, 4, 1)
-    strides: tuple[int, ...] = (1, 2, 1, 1, 1, 1)
-    head: int = 128  # channels of the 1x1 convolution before pooling
-    kernels: tuple[int, ...] = (3, 5, 7)
-    expansions: tuple[int, ...] = (3, 6)
+    stem: int  # channels of the stem convolution
+    stem_stride: int
+    first: int  # channels of the fixed expansion-1 block after the stem (MobileNetV2's first block)
+    widths: tuple[int, ...]
+    depths: tuple[int, ...]
+    strides: tuple[int, ...]
+    head: int  # channels of the 1x1 convolution before pooling
+    kernels: tuple[int, ...]
+    expansions: tuple[int, ...]
     in_channels: int = 3
     num_classes: int = 10
 
@@ -77,6 +79,21 @@ class NetworkShape:
 
 
 LAYOUT_FIELDS = tuple(f.name for f in fields(NetworkShape) if f.name not in ("in_channels", "num_classes"))
+
+
+def layout_of(settings: Any) -> NetworkShape:
+    """The layout params.yaml's `space.mobilenet` section describes (a `fitnas.config.Mobilenet`)."""
+    return NetworkShape(**{name: getattr(settings, name) for name in LAYOUT_FIELDS})
+
+
+def layout(**fields_: Any) -> NetworkShape:
+    """The default layout with some fields changed (the rest from the schema)."""
+    return dataclasses.replace(default_layout(), **fields_)
+
+
+def default_layout() -> NetworkShape:
+    """The schema's default layout (the Fashion-MNIST proxy, 28x28 input)."""
+    return layout_of(MobilenetSettings())
 
 
 @dataclass(frozen=True)
@@ -192,25 +209,6 @@ class SuperNetwork(Network):
 # Costs
 
 
-@dataclass(frozen=True)
-class CostModel:
-    """FLOPs (MACs) and params in millions: the fixed stem and head plus one term per layer.
-
-    Every layer's input shape is fixed by the stage layout whatever the other
-    layers chose, so a layer's cost depends only on its own choice, and a whole
-    network's cost is a sum that scores a million candidates in one numpy call
-    (`tables["flops"].batch(archs)`). Tests check the sum against counting whole networks.
-    """
-
-    tables: dict[str, AdditiveCost]
-
-    def flops(self, arch: Arch) -> float:
-        return self.tables["flops"](arch)
-
-    def params(self, arch: Arch) -> float:
-        return self.tables["params"](arch)
-
-
 # ----------------------------------------------------------------------------
 # The space
 
@@ -219,11 +217,10 @@ class ChainSpace:
     """The space for one layout; see the module docstring."""
 
     NAME = NAME
-    ENUMERABLE = False  # too large to list: searched, not tabulated
     NetworkShape = NetworkShape
 
     def __init__(self, layout: NetworkShape | None = None):
-        self.layout = layout or NetworkShape()
+        self.layout = layout or default_layout()
         self.layers = layers_of(self.layout)
         self.OPS: tuple[str, ...] = tuple(
             f"k{k}e{e}" for k, e in itertools.product(self.layout.kernels, self.layout.expansions)
@@ -255,9 +252,22 @@ class ChainSpace:
         return len(self.layers)
 
     @property
+    def num_slots(self) -> int:
+        return len(self.layers)
+
+    @property
     def size(self) -> int:
         """How many architectures the space holds."""
         return math.prod(len(c) for c in self.choices)
+
+    def enumerate(self) -> None:
+        return None  # too large to list: searched, not tabulated
+
+    def multiplicity(self, arch: Arch) -> int:
+        return 1  # no two architectures are merged (see the module docstring)
+
+    def connected(self, arch: Arch) -> bool:
+        return True  # a chain of blocks and skips always reaches its head
 
     # -- strings
 
@@ -452,7 +462,4 @@ def _out_size(size: int, kernel: int, stride: int) -> int:
 
 def from_settings(settings: Any | None) -> ChainSpace:
     """The space for params.yaml's `space.mobilenet` section (None: the defaults)."""
-    if settings is None:
-        return ChainSpace()
-    values = {name: getattr(settings, name) for name in LAYOUT_FIELDS}
-    return ChainSpace(NetworkShape(**values))
+    return ChainSpace(default_layout() if settings is None else layout_of(settings))

@@ -18,13 +18,14 @@ import itertools
 import random
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
+from fitnas.costs import AdditiveCost, CostModel, count_flops, count_params
 from fitnas.spaces.base import ArchError, Graph
 
 NAME = "nb201"
-ENUMERABLE = True  # small enough to list: the fit predicts every distinct network
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))  # (to, from)
 NUM_NODES = 4
@@ -205,11 +206,6 @@ def class_sizes() -> dict[Arch, int]:
 
 
 DISTINCT_NETWORKS = 5260  # len(distinct()), known without building the classes (tests check it)
-
-
-def size() -> int:
-    """How many distinct networks the space holds; params are checked against it at load."""
-    return DISTINCT_NETWORKS
 
 
 def sample(n: int, rng: random.Random) -> list[Arch]:
@@ -419,31 +415,13 @@ def build_supernet(shape: NetworkShape) -> SuperNetwork:
 # Costs
 
 
-@dataclass(frozen=True)
-class CostModel:
+def cost_model(shape: NetworkShape, input_size: int, elementwise: bool = False) -> CostModel:
     """FLOPs (MACs) and params of every cell, in millions, for one network shape and input size.
 
-    Each edge's op is its own module, so a network's cost is the skeleton's
-    plus one term per (edge, op). Both terms are counted on built networks
-    (the skeleton with all-none cells, and with a single op on a single edge);
-    tests check the sum against counting whole networks.
+    Each edge's op is its own module, so a network's cost is the skeleton's plus one term per
+    (edge, op); both are counted on built networks (the skeleton with all-none cells, and with a
+    single op on a single edge). `elementwise` counts as NAS-Bench-201's published figures do.
     """
-
-    base_flops: float
-    base_params: float
-    edge_flops: tuple[tuple[float, ...], ...]
-    edge_params: tuple[tuple[float, ...], ...]
-
-    def flops(self, arch: Arch) -> float:
-        return self.base_flops + sum(self.edge_flops[e][op] for e, op in enumerate(arch))
-
-    def params(self, arch: Arch) -> float:
-        return self.base_params + sum(self.edge_params[e][op] for e, op in enumerate(arch))
-
-
-def cost_model(shape: NetworkShape, input_size: int, elementwise: bool = False) -> CostModel:
-    from fitnas.costs import count_flops, count_params
-
     input_shape = (shape.in_channels, input_size, input_size)
 
     def measure(arch: Arch) -> tuple[float, float]:
@@ -462,7 +440,8 @@ def cost_model(shape: NetworkShape, input_size: int, elementwise: bool = False) 
             params_row.append(p - base_params)
         edge_flops.append(tuple(flops_row))
         edge_params.append(tuple(params_row))
-    return CostModel(base_flops, base_params, tuple(edge_flops), tuple(edge_params))
+    return CostModel({"flops": AdditiveCost(base_flops, np.array(edge_flops)),
+                      "params": AdditiveCost(base_params, np.array(edge_params))})
 
 
 def latency_parts(shape: NetworkShape, input_size: int):
@@ -486,3 +465,48 @@ def latency_parts(shape: NetworkShape, input_size: int):
         for op in range(1, len(OPS)):
             slots[e, op] = [(f"{OPS[op]} c{c} @{size}", make_op(op, c), (c, size, size)) for c, size in positions]
     return fixed, slots
+
+
+# ----------------------------------------------------------------------------
+# The space as a `fitnas.spaces.base.SearchSpace`
+
+
+class NB201Space:
+    """The module's functions as the `SearchSpace` protocol; the layout is fixed, so there is one instance, `SPACE`."""
+
+    NAME, OPS, NODE_TYPES, EXAMPLE, FORM = NAME, OPS, NODE_TYPES, EXAMPLE, FORM
+    NetworkShape = NetworkShape
+    choices: tuple[tuple[int, ...], ...] = (tuple(range(len(OPS))),) * len(EDGES)
+    num_slots = len(EDGES)
+    size = DISTINCT_NETWORKS  # small enough to list: the fit predicts every distinct network
+
+    parse = staticmethod(parse)
+    to_str = staticmethod(to_str)
+    canonical = staticmethod(canonical)
+    random_cell = staticmethod(random_cell)
+    sample = staticmethod(sample)
+    graph = staticmethod(graph)
+    onehot = staticmethod(onehot)
+    network_shape = staticmethod(network_shape)
+    build = staticmethod(build)
+    build_supernet = staticmethod(build_supernet)
+    latency_parts = staticmethod(latency_parts)
+
+    def __repr__(self) -> str:
+        return "NB201Space()"
+
+    def cost_model(self, shape: NetworkShape, input_size: int) -> CostModel:
+        return cost_model(shape, input_size)
+
+    def connected(self, arch: Arch) -> bool:
+        # A cell whose output no path reaches computes zero: its class holds the all-none cell, its canonical form.
+        return canonical(arch) != (NONE,) * len(EDGES)
+
+    def enumerate(self) -> tuple[Arch, ...]:
+        return distinct()
+
+    def multiplicity(self, arch: Arch) -> int:
+        return class_sizes()[canonical(arch)]
+
+
+SPACE = NB201Space()

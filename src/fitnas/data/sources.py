@@ -1,33 +1,14 @@
-"""The dataset layer: Fashion-MNIST from IDX files to in-memory batches.
-
-The path of the data, read top to bottom:
-
-1. ``find_dataset`` finds a folder holding the four IDX files (a configured
-   root, the Debian package, an earlier download, or a fresh download).
-2. ``load_fashion_mnist`` reads them strictly into uint8 arrays.
-3. ``split_train_val`` carves a seeded validation set out of the training set.
-4. ``save_split`` / ``load_split`` store the splits as the ``prepare`` stage's
-   outputs, so later stages never touch the raw files.
-5. ``Batches`` (via ``loader``) serves normalised, optionally augmented
-   batches from one float tensor held in memory.
-
-Bring-your-own data enters at ``load_dataset``: besides Fashion-MNIST it reads
-an image folder (``train/<class>/<image>``, ``test/<class>/<image>``) or an
-``.npz`` file (``x_train``, ``y_train``, ``x_test``, ``y_test``, optional
-``classes``) into the same uint8 arrays, so every later step is unchanged.
-"""
+"""Where data comes from: Fashion-MNIST (a configured folder, Debian's package, a download with
+checksums) and bring-your-own image folders or .npz files, all read into one `Dataset` of uint8 arrays."""
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import http.client
 import logging
-import math
 import os
 import tempfile
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from fitnas.errors import DataError
+
+from fitnas.data.idx import read_idx
+
 log = logging.getLogger(__name__)
-
-
-class DataError(ValueError):
-    """The data is missing or malformed; the message says how to fix it."""
 
 
 FASHION_MNIST_CLASSES: list[str] = [
@@ -77,89 +58,6 @@ OFFICIAL_MD5: dict[str, str] = {
 }
 
 DOWNLOAD_TIMEOUT_S = 20.0
-
-# Fixed statistics of the Fashion-MNIST training pixels (scaled to [0, 1]),
-# so every split and every run normalises identically.
-MEAN = 0.2860
-STD = 0.3530
-
-# IDX type code for unsigned bytes, the only type the MNIST family uses.
-_IDX_UBYTE = 0x08
-
-
-# --------------------------------------------------------------------------
-# IDX files
-
-
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (plain or .gz) of unsigned bytes into a uint8 array."""
-    path = Path(path)
-    fix = f"delete {path} and fetch it again (or reinstall the package it came from)"
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                data = f.read()
-        else:
-            data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, EOFError) as exc:
-        # gzip reports a cut-off or damaged archive as EOFError/BadGzipFile.
-        raise DataError(f"{path}: cannot read ({exc}); {fix}") from exc
-
-    if len(data) < 4:
-        raise DataError(f"{path}: truncated, only {len(data)} bytes, no IDX header; {fix}")
-    zero0, zero1, dtype_code, ndim = data[0], data[1], data[2], data[3]
-    if zero0 != 0 or zero1 != 0:
-        raise DataError(
-            f"{path}: wrong magic number {data[:4].hex()} (an IDX file starts with "
-            f"two zero bytes); not an IDX file, or a compressed file without a .gz "
-            f"suffix; {fix}"
-        )
-    if dtype_code != _IDX_UBYTE:
-        raise DataError(
-            f"{path}: IDX type code 0x{dtype_code:02x}, expected 0x08 (unsigned byte); {fix}"
-        )
-    if ndim == 0:
-        raise DataError(f"{path}: IDX header declares 0 dimensions; {fix}")
-
-    header_size = 4 + 4 * ndim
-    if len(data) < header_size:
-        raise DataError(f"{path}: truncated inside the header; {fix}")
-    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = math.prod(dims)
-    actual = len(data) - header_size
-    if actual < expected:
-        raise DataError(
-            f"{path}: truncated, header {dims} needs {expected} bytes of data but "
-            f"the file has {actual}; {fix}"
-        )
-    if actual > expected:
-        raise DataError(
-            f"{path}: {actual - expected} unexpected bytes after the data declared by "
-            f"header {dims}; {fix}"
-        )
-    # Copy so the array owns writable memory (frombuffer over bytes is read-only,
-    # which torch.from_numpy warns about).
-    return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(dims).copy()
-
-
-def write_idx(path: str | Path, array: np.ndarray) -> None:
-    """Write a uint8 array as an IDX file, gzipped if the name ends in .gz."""
-    path = Path(path)
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = bytes([0, 0, _IDX_UBYTE, array.ndim])
-    header += b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    payload = header + array.tobytes()
-    if path.suffix == ".gz":
-        with gzip.open(path, "wb") as f:
-            f.write(payload)
-    else:
-        path.write_bytes(payload)
-
-
-# --------------------------------------------------------------------------
-# Finding the files
 
 
 def _locate(folder: Path, name: str) -> Path | None:
@@ -325,44 +223,6 @@ def load_fashion_mnist(
                 f"{folder / labels_name}: label {int(labels.max())} outside 0..9"
             )
     return tuple(arrays[name] for name in FILE_NAMES)  # type: ignore[return-value]
-
-
-def _stratified_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A seeded permutation of indices in which every prefix is class-balanced.
-
-    Shuffle, then interleave the classes by each sample's rank within its own
-    class, so that taking the first k indices gives every class a share
-    proportional to its size (up to rounding).
-    """
-    perm = rng.permutation(len(labels))
-    shuffled = labels[perm]
-    keys = np.empty(len(labels), dtype=np.float64)
-    for cls in np.unique(shuffled):
-        where = np.flatnonzero(shuffled == cls)
-        keys[where] = (np.arange(len(where)) + 0.5) / len(where)
-    return perm[np.argsort(keys, kind="stable")]
-
-
-def split_train_val(
-    x: np.ndarray, y: np.ndarray, val_size: int, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(train_x, train_y, val_x, val_y): a seeded, class-balanced hold-out of val_size."""
-    if len(x) != len(y):
-        raise DataError(f"{len(x)} images but {len(y)} labels")
-    if not 0 < val_size < len(x):
-        raise DataError(
-            f"data.val_size must be between 1 and {len(x) - 1} (the training set has "
-            f"{len(x)} samples), got {val_size}; lower data.val_size in params.yaml"
-        )
-    order = _stratified_order(np.asarray(y), np.random.default_rng(seed))
-    # Sorted so that both parts keep the original file order.
-    val_idx = np.sort(order[:val_size])
-    train_idx = np.sort(order[val_size:])
-    return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
-
-
-# --------------------------------------------------------------------------
-# Any dataset: Fashion-MNIST or the user's own
 
 
 @dataclass
@@ -540,7 +400,7 @@ def load_image_folder(root: Path, image_size: int | None = None) -> Dataset:
 
     from PIL import Image  # only this loader needs Pillow
 
-    from fitnas.train import progress
+    from fitnas.util import progress
 
     def unreadable(path: Path, err: Exception) -> DataError:
         return DataError(f"{path}: unreadable image ({type(err).__name__}: {err}); fix or remove it")
@@ -643,225 +503,3 @@ def load_npz(path: Path) -> Dataset:
 
 # --------------------------------------------------------------------------
 # Stored splits
-
-
-@dataclass
-class Split:
-    """One prepared split: images uint8 (N, C, H, W), labels int64 (N,).
-
-    mean and std (one per channel, pixels scaled to [0, 1]) normalise the
-    images; Fashion-MNIST uses fixed figures, other data its training pixels'.
-    """
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    classes: list[str]
-    mean: tuple[float, ...] = (MEAN,)
-    std: tuple[float, ...] = (STD,)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-def save_split(
-    path: str | Path,
-    x: np.ndarray | torch.Tensor,
-    y: np.ndarray | torch.Tensor,
-    classes: list[str],
-    mean: tuple[float, ...] | None = None,
-    std: tuple[float, ...] | None = None,
-) -> None:
-    """Store images (N, H, W) or (N, C, H, W) and labels (N,) for `load_split`.
-
-    mean/std: per-channel normalisation; None keeps Fashion-MNIST's (and writes
-    nothing for it, so Fashion-MNIST splits stay byte-identical to older ones).
-    """
-    path = Path(path)
-    images = torch.as_tensor(np.asarray(x), dtype=torch.uint8)
-    if images.ndim == 3:
-        images = images.unsqueeze(1)
-    labels = torch.as_tensor(np.asarray(y), dtype=torch.int64)
-    if images.ndim != 4 or len(images) != len(labels) or labels.ndim != 1:
-        raise DataError(
-            f"cannot save {path}: images {tuple(images.shape)} and labels "
-            f"{tuple(labels.shape)} do not describe one split"
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write then rename, so an interrupted stage never leaves a half file that
-    # a later stage would take for a finished one.
-    tmp = path.with_name(f".{path.name}.part")
-    # Standard strides (numpy gives size-1 axes others), so equal data always saves to equal bytes.
-    images = torch.empty(images.shape, dtype=torch.uint8).copy_(images)
-    payload = {"images": images, "labels": labels, "classes": list(classes)}
-    if mean is not None and std is not None:
-        if not len(mean) == len(std) == images.shape[1]:
-            raise DataError(f"cannot save {path}: {len(mean)} means and {len(std)} stds for {images.shape[1]} channels")
-        payload |= {"mean": [float(m) for m in mean], "std": [float(v) for v in std]}
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
-def load_split(path: str | Path) -> Split:
-    """Read a split written by `save_split`."""
-    path = Path(path)
-    fix = "re-run `dvc repro prepare` to recreate it"
-    if not path.is_file():
-        raise DataError(f"{path} does not exist; {fix}")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged archive
-        raise DataError(f"{path} is unreadable ({exc}); {fix}") from exc
-
-    if not isinstance(data, dict) or not {"images", "labels", "classes"} <= data.keys():
-        raise DataError(f"{path} is not a saved split (missing keys); {fix}")
-    images, labels, classes = data["images"], data["labels"], data["classes"]
-    if (
-        not isinstance(images, torch.Tensor)
-        or images.dtype != torch.uint8
-        or images.ndim != 4
-        or not isinstance(labels, torch.Tensor)
-        or labels.dtype != torch.int64
-        or labels.shape != (len(images),)
-        or not isinstance(classes, list)
-    ):
-        raise DataError(f"{path} holds tensors of the wrong type or shape; {fix}")
-    if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
-        raise DataError(f"{path} has labels outside 0..{len(classes) - 1}; {fix}")
-    mean, std = data.get("mean", [MEAN]), data.get("std", [STD])
-    channels = images.shape[1]
-    if not (isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) == channels
-            and all(isinstance(v, float) for v in mean + std) and all(v > 0 for v in std)):
-        raise DataError(f"{path} has normalisation statistics that do not fit its {channels} channel(s); {fix}")
-    return Split(images=images, labels=labels, classes=[str(c) for c in classes], mean=tuple(mean), std=tuple(std))
-
-
-def subset(split: Split, n: int, seed: int) -> Split:
-    """A seeded, class-balanced subset of n samples (the whole split if n >= its size)."""
-    if n <= 0:
-        raise DataError(f"subset size must be positive, got {n}")
-    if n >= len(split):
-        return split
-    order = _stratified_order(split.labels.numpy(), np.random.default_rng(seed))
-    idx = torch.from_numpy(np.sort(order[:n]))
-    return Split(split.images[idx], split.labels[idx], list(split.classes), split.mean, split.std)
-
-
-# --------------------------------------------------------------------------
-# Batches
-
-
-def normalise(
-    images: torch.Tensor, mean: tuple[float, ...] = (MEAN,), std: tuple[float, ...] = (STD,)
-) -> torch.Tensor:
-    """uint8 pixels (N, C, H, W) to the float inputs the networks see, per channel."""
-    if len(mean) == 1:
-        return (images.float() / 255.0 - mean[0]) / std[0]
-    shape = (1, len(mean), 1, 1)
-    return (images.float() / 255.0 - torch.tensor(mean).view(shape)) / torch.tensor(std).view(shape)
-
-
-class Batches:
-    """Re-iterable batches of (normalised images, labels) from one in-memory split.
-
-    Every `iter()` is one epoch. The order and the augmentation of epoch e
-    depend only on (seed, e), so a run is reproducible and can resume at any
-    epoch via `set_epoch`.
-    """
-
-    PAD = 2
-
-    def __init__(
-        self,
-        split: Split,
-        batch_size: int,
-        shuffle: bool,
-        seed: int,
-        device: torch.device | str = "cpu",
-        augment: bool = False,
-        drop_last: bool = False,
-    ) -> None:
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        # Converted once: per-batch conversion would dominate a small CPU run.
-        self.x = normalise(split.images, split.mean, split.std)
-        self.y = split.labels
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.device = torch.device(device)
-        self.augment = augment
-        self.drop_last = drop_last
-        self.epoch = 0
-        # Padding must look like black background after normalisation,
-        # as if the raw image had been padded with zero pixels.
-        fill = torch.tensor([(0.0 - m) / s for m, s in zip(split.mean, split.std)]).view(1, -1, 1, 1)
-        self._fill = fill.to(self.device)
-        if self.device.type == "cuda":
-            # The whole split lives on the GPU (Fashion-MNIST's 54k images: ~170 MB) and batches
-            # are gathered there: no host-to-device copy per step.
-            self.x, self.y = self.x.to(self.device), self.y.to(self.device)
-
-    def __len__(self) -> int:
-        n = len(self.y)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next `iter()` produce epoch `epoch` (for resuming)."""
-        self.epoch = epoch
-
-    def _generator(self, epoch: int) -> torch.Generator:
-        # SeedSequence mixes (seed, epoch) so nearby seeds give unrelated streams.
-        state = np.random.SeedSequence([self.seed, epoch]).generate_state(1, np.uint64)[0]
-        return torch.Generator().manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        gen = self._generator(self.epoch)
-        self.epoch += 1
-        n = len(self.y)
-        order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
-        for b in range(len(self)):
-            idx = order[b * self.batch_size : (b + 1) * self.batch_size].to(self.x.device)
-            xb, yb = self.x[idx], self.y[idx]
-            if self.augment:
-                xb = self._augment(xb, gen)
-            yield (
-                xb.to(self.device, non_blocking=True),
-                yb.to(self.device, non_blocking=True),
-            )
-
-    def _augment(self, xb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """Random horizontal flip and random crop after zero padding, per sample.
-
-        Both are done by one gather: each output pixel reads its source pixel
-        from the padded batch, with the flip folded into the column index.
-        """
-        batch, channels, height, width = xb.shape
-        pad = self.PAD
-        flip = torch.rand(batch, generator=gen) < 0.5
-        dy = torch.randint(0, 2 * pad + 1, (batch, 1), generator=gen)
-        dx = torch.randint(0, 2 * pad + 1, (batch, 1), generator=gen)
-
-        padded = self._fill.expand(batch, channels, height + 2 * pad, width + 2 * pad).clone()
-        padded[:, :, pad : pad + height, pad : pad + width] = xb
-        padded_width = width + 2 * pad
-        j = torch.arange(width)
-        # Flipping the padded image maps column c to padded_width - 1 - c.
-        cols = torch.where(flip[:, None], padded_width - 1 - dx - j, dx + j)  # (B, W)
-        rows = dy + torch.arange(height)  # (B, H)
-        flat = rows[:, :, None] * padded_width + cols[:, None, :]  # (B, H, W)
-        # The draws come from the CPU generator whatever the device, so augmentation is the same on both.
-        flat = flat.to(xb.device).reshape(batch, 1, height * width).expand(batch, channels, -1)
-        out = padded.reshape(batch, channels, -1).gather(2, flat)
-        return out.reshape(batch, channels, height, width)
-
-
-def loader(
-    split: Split,
-    batch_size: int,
-    shuffle: bool,
-    seed: int,
-    device: torch.device | str = "cpu",
-    augment: bool = False,
-) -> Batches:
-    """Batches of (float (B, 1, H, W) normalised images, int64 (B,) labels)."""
-    return Batches(split, batch_size, shuffle, seed, device=device, augment=augment)
