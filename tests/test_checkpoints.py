@@ -100,8 +100,8 @@ def test_pickled_objects_are_refused_not_run(tmp_path, monkeypatch):
 
 def test_the_scorer_refuses_a_supernet_trained_with_other_settings(tmp_path, monkeypatch):
     """What `fitnas sample` says when supernet.channels changed but the supernet was not retrained."""
+    from fitnas import scoring
     from fitnas.pipeline import SUPERNET, TRAIN, VAL
-    from fitnas.scoring import SupernetScorer
 
     monkeypatch.chdir(tmp_path)
     rng = np.random.default_rng(0)
@@ -111,9 +111,9 @@ def test_the_scorer_refuses_a_supernet_trained_with_other_settings(tmp_path, mon
     save_supernet(SUPERNET, channels=4)
     p = config.Params.model_validate({"supernet": {"channels": 8}})
     with pytest.raises(CheckpointError, match="channels = 4, but supernet.channels gives 8"):
-        SupernetScorer(p, nb201, torch.device("cpu"))
+        scoring.from_files(p, nb201.SPACE, torch.device("cpu"), SUPERNET, TRAIN, VAL)
     p = config.Params.model_validate({"supernet": {"channels": 4}})
-    scorer = SupernetScorer(p, nb201, torch.device("cpu"))
+    scorer = scoring.from_files(p, nb201.SPACE, torch.device("cpu"), SUPERNET, TRAIN, VAL)
     loss, acc = scorer.score(nb201.parse(nb201.EXAMPLE))
     assert np.isfinite(loss) and 0.0 <= acc <= 1.0
 

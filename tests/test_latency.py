@@ -49,14 +49,14 @@ def test_check_times_whole_networks_against_the_sums():
 
 def test_nb201_table_covers_every_edge_and_op():
     shape = nb201.NetworkShape(channels=4, cells=1, in_channels=1, num_classes=10)
-    frame = build_table(nb201, shape, 28, CPU, FAST)
+    frame = build_table(nb201.SPACE, shape, 28, CPU, FAST)
     assert len(frame) == 1 + 6 * 5
-    cost = to_cost(frame, nb201)
+    cost = to_cost(frame, nb201.SPACE)
     assert (cost.table[:, 0] == 0).all()  # none costs nothing
     # The same op on different edges is one timed block.
     assert np.allclose(cost.table[:, 3], cost.table[0, 3])
     lookup = pd.DataFrame({"arch": [nb201.to_str(a) for a in nb201.distinct()[:5]]})
-    assert add_latency(lookup, nb201, cost).latency_ms.notna().all()
+    assert add_latency(lookup, nb201.SPACE, cost).latency_ms.notna().all()
 
 
 def test_table_of_another_space_is_refused(tmp_path):

@@ -43,7 +43,7 @@ def test_rgb_image_folder_runs_every_stage(tmp_path, monkeypatch):
     assert saved["shape"]["in_channels"] == 3 and saved["shape"]["num_classes"] == 3
     assert len(pd.read_csv(project / "results/samples.csv")) == 12
     lookup = pd.read_csv(project / "results/lookup.csv")
-    assert len(lookup) == nb201.size()
+    assert len(lookup) == nb201.SPACE.size
     # Costs are those of 3-channel, 3-class networks at 12x12: the stem and classifier differ from Fashion-MNIST's.
     rgb = nb201.cost_model(nb201.NetworkShape(4, 1, 3, 3), 12)
     arch = nb201.parse(lookup.arch[0])

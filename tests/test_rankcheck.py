@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fitnas import rankcheck
+from fitnas import rankcheck, strategies
 from fitnas.config import ConfigError
 from fitnas.spaces import nb201
 
@@ -22,7 +22,7 @@ def lookup() -> pd.DataFrame:
 
 def test_pick_archs_spreads_over_flops_and_skips_sampled_and_cut_off(lookup):
     sampled = list(lookup.arch[:500])
-    picked = rankcheck.pick_archs(nb201, lookup, sampled, 12, seed=0)
+    picked = rankcheck.pick_archs(nb201.SPACE, lookup, sampled, 12, seed=0)
     assert len(picked) == 12 and picked.arch.is_unique
     assert not set(picked.arch) & set(sampled)
     assert nb201.to_str((nb201.NONE,) * 6) not in set(picked.arch)
@@ -36,13 +36,13 @@ def test_pick_archs_accepts_non_canonical_sample_strings(lookup):
     canonical = nb201.to_str(nb201.canonical(dead_edge))
     assert canonical != nb201.to_str(dead_edge)
     # Every network but the sampled one and the cut-off cell.
-    picked = rankcheck.pick_archs(nb201, lookup, [nb201.to_str(dead_edge)], len(lookup) - 2, seed=0)
+    picked = rankcheck.pick_archs(nb201.SPACE, lookup, [nb201.to_str(dead_edge)], len(lookup) - 2, seed=0)
     assert canonical not in set(picked.arch)
 
 
 def test_pick_archs_asking_for_too_many_names_the_key(lookup):
     with pytest.raises(ConfigError, match="rankcheck.archs"):
-        rankcheck.pick_archs(nb201, lookup, [], len(lookup) + 1, seed=0)
+        rankcheck.pick_archs(nb201.SPACE, lookup, [], len(lookup) + 1, seed=0)
 
 
 def test_a_searched_space_picks_from_random_networks_with_their_predictions_and_costs():
@@ -57,7 +57,7 @@ def test_a_searched_space_picks_from_random_networks_with_their_predictions_and_
         def query(self, archs):
             return np.array([float(sum(a)) for a in archs])
 
-    pool = rankcheck.searched_pool(space, LayerSum(), costs, 200, seed=1)
+    pool = strategies.random_pool(space, LayerSum(), costs, 200, seed=1)
     assert len(pool) == 200 and pool.arch.is_unique
     first = space.parse(pool.arch[0])
     assert pool.predicted_acc[0] == sum(first) and pool.flops_M[0] == pytest.approx(costs.flops(first), abs=1e-6)

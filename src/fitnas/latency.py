@@ -58,10 +58,6 @@ def _channels_last(module: nn.Module) -> bool:
     return False
 
 
-def num_slots(space) -> int:
-    return space.num_layers if hasattr(space, "num_layers") else len(space.EDGES)
-
-
 def build_table(space, shape, input_size: int, device: torch.device, settings, desc: str = "latency table") -> pd.DataFrame:
     """One row per (slot, choice) the space allows, plus the fixed parts' row (slot -1): latency_ms and what was timed."""
 
@@ -85,7 +81,7 @@ def to_cost(frame: pd.DataFrame, space) -> AdditiveCost:
     """The table as an additive cost over the space's architectures (NaN for choices it does not list)."""
     fixed = frame[frame.slot == FIXED]
     body = frame[frame.slot != FIXED]
-    shape = (num_slots(space), len(space.OPS))
+    shape = (space.num_slots, len(space.OPS))
     if len(fixed) != 1 or body.slot.max() + 1 != shape[0] or body.choice.max() >= shape[1] or list(body.op) != [space.OPS[c] for c in body.choice]:
         raise LatencyTableError(f"the latency table does not fit this search space ({shape[0]} slots x {shape[1]} ops); "
                                 "rebuild it: `dvc repro latency` (or `fitnas latency-table`)")

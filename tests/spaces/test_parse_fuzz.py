@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from fitnas.cli import app
 from fitnas import spaces
+from fitnas import strategies
 from fitnas.spaces import BUILDERS
 from fitnas.spaces.base import ArchError
 
@@ -150,7 +151,7 @@ def searched_space_project(space, folder):
 def test_describe_gives_a_clean_error_or_a_valid_arch(space, table_dir, monkeypatch):
     table = table_dir / f"{space.NAME}.csv"
     extra = []
-    if not space.ENUMERABLE:  # its costs and prediction come from the params and the saved graph network
+    if not strategies.tabulated(space):  # its costs and prediction come from the params and the saved graph network
         monkeypatch.chdir(table_dir)
         extra = searched_space_project(space, table_dir)
 
@@ -169,6 +170,6 @@ def test_describe_gives_a_clean_error_or_a_valid_arch(space, table_dir, monkeypa
         else:
             assert result.exit_code == 0, result.output
             assert canonical in result.output and "predicted acc: " in result.output
-            assert not space.ENUMERABLE or "predicted acc: 0.5000" in result.output
+            assert not strategies.tabulated(space) or "predicted acc: 0.5000" in result.output
 
     run()
