@@ -4,7 +4,6 @@ One process or several under torchrun, like the supernet; a stopped or killed ru
 last checkpoint when started again.
 """
 
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +16,7 @@ from fitnas.data.batches import Batches
 from fitnas.costs import count_flops, count_params
 from fitnas.pipeline import CHOICE, FINAL_MODEL, METRICS, PLOTS, TEST, TRAIN, VAL, final_shape, friendly_errors, read_choice, write_json
 from fitnas.tracking import preflight, stage_run
-from fitnas.train import EpochState, StopRequest, evaluate, resumable_epoch, seed_everything, sgd_one_cycle, train_epoch
+from fitnas.train import EpochState, ResumableTraining, StopRequest, evaluate, resumable_epoch, seed_everything, sgd_one_cycle, train_epoch
 
 
 @friendly_errors
@@ -54,26 +53,14 @@ def retrain(p: config.Params, params_path: str, world: distributed.World) -> Non
     optimizer, scheduler = sgd_one_cycle(net, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.epochs * len(batches))
 
     resume = checkpoints.Resume("retrain", resume_key(p, space))
-    history: list[dict] = []
-    done, partial, seconds_before = 0, EpochState(), 0.0
-    saved = world.share(resume.load() if world.is_main else None)
-    if saved is not None:
-        checkpoints.restore_training(saved, net, optimizer, scheduler)
-        history, done, partial, seconds_before = saved["history"], saved["epoch"], EpochState(**saved["partial"]), saved["seconds"]
+    state = ResumableTraining(resume, world, net, optimizer, scheduler)
+    history, done, partial = state.history, state.done, state.partial
     if world.is_main:
         print(f"retrain: {choice['arch']}  {flops_M:.2f} MFLOPs, {params_M:.4f} M params, {cfg.epochs} epochs on {device}"
               + (f" x {world.size} processes" if world.enabled else ""))
-        if saved is not None:
-            where = f", {partial.steps} steps into epoch {done + 1}" if partial.steps else ""
-            print(f"retrain: resuming from {resume.path}: {done} of {cfg.epochs} epochs done{where}", flush=True)
-    start = time.time()
-
-    def save(epochs_done: int, state: EpochState) -> None:
-        if world.is_main:
-            resume.save(
-                checkpoints.training_state(net, optimizer, scheduler)
-                | {"epoch": epochs_done, "partial": vars(state), "history": history, "seconds": seconds_before + time.time() - start}
-            )
+        if state.saved is not None:
+            print(state.resumed("retrain", cfg.epochs), flush=True)
+    save = state.save
 
     with stage_run("retrain", p, params_path, enabled=world.is_main) as run, StopRequest() as stop:
         run.log_params({f"retrain.{k}": v for k, v in cfg.model_dump().items()} | {"arch": choice["arch"], "processes": world.size})
@@ -96,7 +83,7 @@ def retrain(p: config.Params, params_path: str, world: distributed.World) -> Non
                 history.append(row)
                 run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
                 print(f"retrain epoch {epoch}/{cfg.epochs}: train acc {train_acc:.4f} | val acc {val_acc:.4f}  "
-                      f"({seconds_before + time.time() - start:.0f}s)", flush=True)
+                      f"({state.seconds():.0f}s)", flush=True)
             save(epoch, partial)
 
         if not world.is_main:
@@ -118,7 +105,7 @@ def retrain(p: config.Params, params_path: str, world: distributed.World) -> Non
             "budget_params": p.budget.params,
             "budget_latency_ms": p.budget.latency_ms,
             "latency_ms": choice.get("latency_ms"),  # the latency table's estimate, when the search had one
-            "train_seconds": seconds_before + time.time() - start,
+            "train_seconds": state.seconds(),
         }
         write_json(METRICS / "final.json", final)
         frame = pd.DataFrame(history)

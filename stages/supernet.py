@@ -5,7 +5,6 @@ is stopped (SIGTERM, Ctrl-C) or killed resumes from its last checkpoint when sta
 """
 
 import random
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +17,7 @@ from fitnas.data.batches import Batches
 from fitnas.pipeline import METRICS, PLOTS, SUPERNET, TRAIN, VAL, friendly_errors, write_json
 from fitnas.tracking import preflight, stage_run
 from fitnas.train import (
+    ResumableTraining,
     EpochState,
     StopRequest,
     evaluate,
@@ -60,25 +60,15 @@ def train_supernet(p: config.Params, params_path: str, world: distributed.World)
     calibration = Batches(train, cfg.batch_size, shuffle=True, seed=p.seed + 1, device=device)
 
     resume = checkpoints.Resume("supernet", resume_key(p, space))
-    history: list[dict] = []
-    done, partial, seconds_before = 0, EpochState(), 0.0
-    saved = world.share(resume.load() if world.is_main else None)
-    if saved is not None:
-        checkpoints.restore_training(saved, net, optimizer, scheduler)
-        history, done, partial, seconds_before = saved["history"], saved["epoch"], EpochState(**saved["partial"]), saved["seconds"]
-        calibration.set_epoch(saved["calibration_epoch"])
+    state = ResumableTraining(resume, world, net, optimizer, scheduler)
+    history, done, partial = state.history, state.done, state.partial
+    if state.saved is not None:
+        calibration.set_epoch(state.saved["calibration_epoch"])
         if world.is_main:
-            where = f", {partial.steps} steps into epoch {done + 1}" if partial.steps else ""
-            print(f"supernet: resuming from {resume.path}: {done} of {cfg.epochs} epochs done{where}", flush=True)
-    start = time.time()
+            print(state.resumed("supernet", cfg.epochs), flush=True)
 
-    def save(epochs_done: int, state: EpochState) -> None:
-        if world.is_main:
-            resume.save(
-                checkpoints.training_state(net, optimizer, scheduler)
-                | {"epoch": epochs_done, "partial": vars(state), "history": history,
-                   "calibration_epoch": calibration.epoch, "seconds": seconds_before + time.time() - start}
-            )
+    def save(epochs_done: int, partial: EpochState) -> None:
+        state.save(epochs_done, partial, calibration_epoch=calibration.epoch)
 
     with stage_run("supernet", p, params_path, enabled=world.is_main) as run, StopRequest() as stop:
         run.log_params({f"supernet.{k}": v for k, v in cfg.model_dump().items()} | {"device": str(device), "processes": world.size})
@@ -105,7 +95,7 @@ def train_supernet(p: config.Params, params_path: str, world: distributed.World)
                 history.append(row)
                 print(
                     f"supernet epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f} acc {train_acc:.4f}"
-                    f" | sub-network val acc {val_acc:.4f}  ({seconds_before + time.time() - start:.0f}s)",
+                    f" | sub-network val acc {val_acc:.4f}  ({state.seconds():.0f}s)",
                     flush=True,
                 )
                 run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
@@ -118,7 +108,7 @@ def train_supernet(p: config.Params, params_path: str, world: distributed.World)
             METRICS.mkdir(exist_ok=True)
             frame.to_csv(METRICS / "supernet_history.csv", index=False)
             last = history[-1]
-            seconds = seconds_before + time.time() - start
+            seconds = state.seconds()
             summary = {"epochs": cfg.epochs, "train_loss": last["train_loss"], "train_acc": last["train_acc"], "seconds": seconds}
             write_json(METRICS / "supernet.json", summary)
             run.log_metrics({"supernet_seconds": seconds})

@@ -47,3 +47,12 @@ def test_one_budget_class():
     assert search.Budget is config.Budget
     assert config.Params().budget.describe() == "unconstrained"
     assert config.Budget(flops=10.0).limits() == {"flops": 10.0}
+
+
+def test_the_schema_names_exactly_the_registered_predictors_and_spaces():
+    import typing
+
+    from fitnas import predictors, spaces
+
+    assert typing.get_args(config.Predictor.model_fields["kind"].annotation) == predictors.KINDS
+    assert set(typing.get_args(config.Space.model_fields["name"].annotation)) == set(spaces.BUILDERS)

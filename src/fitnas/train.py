@@ -6,6 +6,7 @@ import math
 import random
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fitnas import checkpoints
 from fitnas.distributed import World
 from fitnas.errors import Interrupted, NonFiniteLoss
 from fitnas.util import progress, save_atomic  # noqa: F401  (re-exported: stages and tests import them from here)
@@ -82,6 +84,46 @@ class EpochState:
     loss_sum: float = 0.0
     correct: float = 0.0
     seen: int = 0
+
+
+class ResumableTraining:
+    """The resume scaffold the supernet and retrain stages share.
+
+    On creation it restores what an interrupted run saved (weights, optimiser, schedule, random
+    state; the finished epochs' history, how far the next got); `save` writes the current state,
+    with any `extra` a stage keeps of its own. Rank 0 reads and writes; every rank gets the state.
+    """
+
+    def __init__(self, resume: checkpoints.Resume, world: World, model: nn.Module, optimizer, scheduler):
+        self.resume, self.world = resume, world
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.history: list[dict] = []
+        self.done, self.partial, self.seconds_before = 0, EpochState(), 0.0
+        self.saved = world.share(resume.load() if world.is_main else None)
+        if self.saved is not None:
+            checkpoints.restore_training(self.saved, model, optimizer, scheduler)
+            self.history, self.done = self.saved["history"], self.saved["epoch"]
+            self.partial, self.seconds_before = EpochState(**self.saved["partial"]), self.saved["seconds"]
+        self.start = time.time()
+
+    def seconds(self) -> float:
+        """Training time, the interrupted runs' included."""
+        return self.seconds_before + time.time() - self.start
+
+    def resumed(self, stage: str, epochs: int) -> str | None:
+        """The line that says what a resumed run continues from (None when nothing was resumed)."""
+        if self.saved is None:
+            return None
+        where = f", {self.partial.steps} steps into epoch {self.done + 1}" if self.partial.steps else ""
+        return f"{stage}: resuming from {self.resume.path}: {self.done} of {epochs} epochs done{where}"
+
+    def save(self, epochs_done: int, state: EpochState, **extra) -> None:
+        if self.world.is_main:
+            self.resume.save(
+                checkpoints.training_state(self.model, self.optimizer, self.scheduler)
+                | {"epoch": epochs_done, "partial": vars(state), "history": self.history, "seconds": self.seconds()}
+                | extra
+            )
 
 
 def resumable_epoch(
