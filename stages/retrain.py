@@ -11,15 +11,14 @@ import pandas as pd
 
 from fitnas import checkpoints, config, data, distributed, plots, spaces, train as train_module
 from fitnas.costs import count_flops, count_params
-from fitnas.pipeline import CHOICE, FINAL_MODEL, METRICS, PLOTS, TEST, TRAIN, VAL, final_shape, friendly_errors, read_choice, write_json
-from fitnas.tracking import preflight, stage_run
+from fitnas.pipeline import CHOICE, FINAL_MODEL, METRICS, PLOTS, TEST, TRAIN, VAL, final_shape, friendly_errors, start_stage, read_choice, write_json
+from fitnas.tracking import stage_run
 from fitnas.train import EpochState, StopRequest, evaluate, resumable_epoch, seed_everything, sgd_one_cycle, train_epoch
 
 
 @friendly_errors
 def main(params_path: str = "params.yaml") -> None:
-    p = config.load(params_path)
-    preflight()  # MLflow unreachable: fail now, before any work
+    p = start_stage(params_path)  # params, this checkout's code, threads, the tracking store: before any work
     with distributed.session(p.distributed, p.device) as world:
         retrain(p, params_path, world)
 
@@ -115,6 +114,7 @@ def retrain(p: config.Params, params_path: str, world: distributed.World) -> Non
             "budget_latency_ms": p.budget.latency_ms,
             "latency_ms": choice.get("latency_ms"),  # the latency table's estimate, when the search had one
             "train_seconds": seconds_before + time.time() - start,
+            "threads": p.threads,  # torch's CPU threads: the weights depend on them
         }
         write_json(METRICS / "final.json", final)
         frame = pd.DataFrame(history)

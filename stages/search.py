@@ -3,7 +3,7 @@
 import pandas as pd
 import torch
 
-from fitnas import config, plots, spaces
+from fitnas import plots, spaces
 from fitnas.latency import add_latency, read_table
 from fitnas.pipeline import (
     CANDIDATES,
@@ -16,17 +16,17 @@ from fitnas.pipeline import (
     PLOTS,
     TOPK,
     friendly_errors,
+    start_stage,
     read_lookup,
     write_json,
 )
 from fitnas.search import Budget, pareto_front, top_k, within_budget
-from fitnas.tracking import preflight, stage_run
+from fitnas.tracking import stage_run
 
 
 @friendly_errors
 def main(params_path: str = "params.yaml") -> None:
-    p = config.load(params_path)
-    preflight()  # MLflow unreachable: fail now, before any work
+    p = start_stage(params_path)  # params, this checkout's code, threads, the tracking store: before any work
     space = spaces.get(p.space)
     budget = Budget(p.budget.flops, p.budget.params, p.budget.latency_ms)
     latency = read_table(LATENCY_TABLE, space) if LATENCY_TABLE.is_file() or budget.latency_ms else None

@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 from fitnas import checkpoints, config, data, distributed, plots, spaces, train as train_module
-from fitnas.pipeline import METRICS, PLOTS, SUPERNET, TRAIN, VAL, friendly_errors, write_json
-from fitnas.tracking import preflight, stage_run
+from fitnas.pipeline import METRICS, PLOTS, SUPERNET, TRAIN, VAL, friendly_errors, start_stage, write_json
+from fitnas.tracking import stage_run
 from fitnas.train import (
     EpochState,
     StopRequest,
@@ -27,8 +27,7 @@ from fitnas.train import (
 
 @friendly_errors
 def main(params_path: str = "params.yaml") -> None:
-    p = config.load(params_path)
-    preflight()  # MLflow unreachable: fail now, before any work
+    p = start_stage(params_path)  # params, this checkout's code, threads, the tracking store: before any work
     with distributed.session(p.distributed, p.device) as world:
         train_supernet(p, params_path, world)
 
@@ -117,7 +116,7 @@ def train_supernet(p: config.Params, params_path: str, world: distributed.World)
             frame.to_csv(METRICS / "supernet_history.csv", index=False)
             last = history[-1]
             seconds = seconds_before + time.time() - start
-            summary = {"epochs": cfg.epochs, "train_loss": last["train_loss"], "train_acc": last["train_acc"], "seconds": seconds}
+            summary = {"epochs": cfg.epochs, "threads": p.threads, "train_loss": last["train_loss"], "train_acc": last["train_acc"], "seconds": seconds}
             write_json(METRICS / "supernet.json", summary)
             run.log_metrics({"supernet_seconds": seconds})
             run.log_artifact(plots.training_curves(frame, PLOTS / "supernet_curves.png", "supernet"))
