@@ -91,7 +91,7 @@ def test_lookup_answers_several_budgets_from_one_fit(reproduced):
     candidates = pd.read_csv(project / "results/candidates.csv")
     low, high = candidates.flops_M.min(), candidates.flops_M.max()
     budgets = [round(low + 0.2 * (high - low), 2), round(low + 0.8 * (high - low), 2)]
-    result = run([sys.executable, "-m", "fitnas.cli", "lookup", "--flops", str(budgets[0]), "--flops", str(budgets[1]),
+    result = run([sys.executable, "-m", "fitnas.cli", "lookup", "--max-flops", str(budgets[0]), "--max-flops", str(budgets[1]),
                   "--top", "1"], project)
     assert result.stdout.count("budget:") == 2
     rows = [line.split() for line in result.stdout.splitlines() if line.strip()[:1].isdigit()]

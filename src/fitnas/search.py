@@ -38,7 +38,7 @@ def smallest_message(budget: Budget, smallest: dict[str, float]) -> str:
     """The BudgetError text: what was asked, the smallest value each cost reaches, how to fix it."""
     reach = ", ".join(f"{smallest[name]:.{3 if name == 'flops' else 4}f} {UNITS[name]}" for name in smallest)
     keys = " / ".join(f"budget.{name}" for name in budget.limits()) or "the budget"
-    options = " / ".join(f"--{name.replace('_', '-')}" for name in budget.limits())
+    options = " / ".join(f"--max-{name.replace('_', '-')}" for name in budget.limits())  # fitnas lookup's options
     return (f"no architecture meets the budget ({budget.describe()}): the smallest available are {reach}. "
             f"Raise {keys} (or pass larger {options}).")
 
