@@ -15,12 +15,13 @@ from fitnas.pipeline import (
     PARETO_LATENCY,
     PLOTS,
     TOPK,
+    final_shape,
     friendly_errors,
     start_stage,
     read_lookup,
     write_json,
 )
-from fitnas.search import Budget, pareto_front, top_k, within_budget
+from fitnas.search import COST_COLUMNS, Budget, non_binding, non_binding_message, pareto_front, table_ranges, top_k, within_budget
 from fitnas.tracking import stage_run
 
 
@@ -37,9 +38,11 @@ def main(params_path: str = "params.yaml") -> None:
         if latency is not None:
             table = add_latency(table, space, latency)
         label = "all distinct networks"
+        ranges = table_ranges(table)
     else:
-        table, searched = search_space(p, space, budget, latency)
+        table, searched, ranges = search_space(p, space, budget, latency)
         label = "networks the searches scored"
+    loose = non_binding(budget, ranges)
     table.to_csv(CANDIDATES, index=False)  # what the choice was made from, latency included
     best = top_k(table, budget, p.search.top_k)
     chosen = best.iloc[0]
@@ -59,12 +62,18 @@ def main(params_path: str = "params.yaml") -> None:
         # Enumerable spaces: feasible networks of the space; others: of those the searches scored whole.
         "feasible": len(within_budget(table, budget)),
         "best_unconstrained_arch": unconstrained["arch"],
+        # A budget every network of the space meets changes nothing: said, and recorded.
+        "non_binding": loose,
+        **{f"budget_{name}_binding": name not in loose for name in budget.limits()},
+        "space_range": {COST_COLUMNS[name]: list(bounds) for name, bounds in ranges.items()},
         **searched,
     }
     write_json(CHOICE, choice)
-    write_json(METRICS / "search.json", {k: v for k, v in choice.items() if isinstance(v, (int, float))})
+    write_json(METRICS / "search.json", {k: v for k, v in choice.items() if isinstance(v, (int, float))})  # bools too
     figure = plots.pareto(table, front, chosen, PLOTS / "pareto.png", p.budget.flops, latency_front, p.budget.latency_ms, label)
     print(f"search: {budget.describe()}: {choice['feasible']} feasible of {len(table)} {label}")
+    if loose:
+        print(f"search: {non_binding_message(budget, loose, ranges, final_shape(p, space)[1])}")
     print(f"search: chose {chosen['arch']}  predicted {chosen['predicted_acc']:.4f}, "
           f"{chosen['flops_M']:.2f} MFLOPs, {chosen['params_M']:.4f} M params"
           + (f", {chosen['latency_ms']:.3f} ms" if "latency_ms" in table else ""))
@@ -80,12 +89,12 @@ def main(params_path: str = "params.yaml") -> None:
             run.log_artifact(path)
 
 
-def search_space(p, space, budget: Budget, latency) -> tuple[pd.DataFrame, dict]:
+def search_space(p, space, budget: Budget, latency) -> tuple[pd.DataFrame, dict, dict]:
     """A space too large to tabulate: search it against the fitted graph network.
 
     The search at the budget, then `search.pareto_points` more at FLOPs budgets
     across the range for the Pareto front; every network they scored whole
-    makes the table the choice and the front are read from.
+    makes the table the choice and the front are read from. Also returns each cost's range over the space.
     """
     from fitnas import chainsearch
     from fitnas.pathscore import PathGCN
@@ -104,13 +113,14 @@ def search_space(p, space, budget: Budget, latency) -> tuple[pd.DataFrame, dict]
     for flops in chainsearch.pareto_budgets(tables, p.search.pareto_points):
         found.append(chainsearch.run(p.search.method, space, scorer, tables, Budget(flops=flops), p.search, p.seed).candidates)
     table = pd.concat(found).drop_duplicates("arch").reset_index(drop=True)
+    ranges = {name: (float(cost.min()), float(cost.max())) for name, cost in tables.items()}  # the whole space's, not the table's
     details = {
         "search_method": result.method,
         "search_seconds": result.seconds,
         "search_evaluations": result.evaluations,
         "space_size": float(space.size),
     }
-    return table, details
+    return table, details, ranges
 
 
 if __name__ == "__main__":
