@@ -45,7 +45,8 @@ class Data(Section):
     # Fashion-MNIST IDX files, an image folder (train/<class>/*, test/<class>/*) or an .npz file.
     root: Optional[str] = None
     format: Literal["auto", "idx", "imagefolder", "npz"] = "auto"  # auto: told apart by what data.root holds
-    image_size: Optional[PositiveInt] = None  # resize every image to this many pixels square; null keeps the size
+    # resize every image to this many pixels square; null keeps the size. At most 4096: a bigger one would not fit in memory.
+    image_size: Optional[Annotated[int, Strict(), annotated_types.Gt(0), annotated_types.Le(4096)]] = None
     download_dir: str = "data/downloads"
     val_size: PositiveInt = 6000
     train_limit: Optional[PositiveInt] = None  # keep only this many training images after the split (quick runs)
@@ -202,7 +203,7 @@ class Params(Section):
     # torch's CPU threads in every stage. Results depend on it (sums are split across threads
     # differently), so it is a param: the same value on the same kind of CPU gives the same bits.
     # 1 measured fastest on the 2-core machine this project runs on (README: Measured on the default).
-    threads: PositiveInt = 1
+    threads: Annotated[int, Strict(), annotated_types.Gt(0), annotated_types.Le(1024)] = 1  # at most 1024: torch would try to start them
     device: Literal["auto", "cpu", "cuda"] = "auto"
     distributed: Literal["auto", "off"] = "auto"  # auto: join torchrun's process group when launched by torchrun
     data: Data = Data()
