@@ -127,8 +127,9 @@ def check_mlflow(p=None) -> Check:
     uri = tracking.tracking_uri()
     reason = tracking.problem(uri, p.mlflow.experiment if p is not None else None)
     if reason is not None:
-        return Check("mlflow", False, f"{uri}: {reason}",
-                     "start the server or fix MLFLOW_TRACKING_URI, or run without tracking: FITNAS_TRACKING=off")
+        # A server's problem is the server's; the other reasons say their own way out.
+        server = "start the server or fix MLFLOW_TRACKING_URI, or " if uri.startswith(("http://", "https://")) else ""
+        return Check("mlflow", False, f"{uri}: {reason}", f"{server}run without tracking: {tracking.OPT_OUT}=off")
     experiment = f", experiment {p.mlflow.experiment!r}" if p is not None else ""
     return Check("mlflow", True, f"{uri} is usable{experiment}")
 
