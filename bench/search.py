@@ -162,7 +162,8 @@ def markdown(summary: list[dict], meta: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default=str(ROOT / "profiles/mobilenet-imagenet.yaml"), help="params file whose space to search")
+    parser.add_argument("--profile", "--params", dest="profile", default=str(ROOT / "profiles/mobilenet-imagenet.yaml"),
+                        help="params file whose space to search")
     parser.add_argument("--predictor", help="a fitted predictor (models/predictor.pt) instead of the teacher-fitted one")
     parser.add_argument("--input-size", type=int, default=224)
     parser.add_argument("--samples", type=int, default=300, help="teacher-scored networks the GCN is fitted on")

@@ -45,8 +45,9 @@ def check_torch(p) -> Check:
     cuda = torch.cuda.is_available()
     device = "cuda" if (cuda and (p is None or p.device != "cpu")) else "cpu"
     where = f"CUDA: {torch.cuda.get_device_name(0)}" if cuda else "no CUDA GPU visible"
-    detail = (f"torch {torch.__version__} on {device} ({where}); {torch.get_num_threads()} threads, "
-              f"{os.cpu_count()} cores")
+    threads = f"threads: {p.threads} (params.yaml; torch's default here {torch.get_num_threads()})" if p is not None \
+        else f"{torch.get_num_threads()} threads"
+    detail = f"torch {torch.__version__} on {device} ({where}); {threads}, {os.cpu_count()} cores"
     if p is not None and p.device == "cuda" and not cuda:
         return Check("torch", False, detail, "params.yaml has device: cuda but no GPU is visible; set device: auto")
     return Check("torch", True, detail)
