@@ -332,6 +332,8 @@ def _explain(path: Path, err: ValidationError) -> str:
                 allowed = f"; allowed: {_describe(field.annotation, field.metadata)}" if field else ""
                 message = problem["msg"].removeprefix("Value error, ").replace("Input should be", "must be") + allowed + default
             lines.append(f"  {key} = {_show(value)}: {message}")
+    # `dvc exp run -S key=bad` leaves the bad value in the file: the way back.
+    lines.append(f"  back to the committed values: git checkout {path} && dvc checkout")
     return "\n".join(lines)
 
 
