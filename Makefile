@@ -7,7 +7,7 @@ setup:
 	bash scripts/setup.sh
 
 repro: setup       ## the whole pipeline on the embedded default (Fashion-MNIST, NAS-Bench-201 space)
-	dvc repro
+	dvc repro      # torch's threads come from params.yaml (threads: 1), as in README's measured table
 
 test: setup        ## the test suite, the end-to-end pipeline on a tiny configuration included
 	python -m pytest -q

@@ -148,11 +148,12 @@ def summarise(runs: list[dict]) -> pd.DataFrame:
 
 def markdown(summary: pd.DataFrame, noisy_tau: float | None) -> str:
     lines = []
-    for study, title in (("size", "Training size (clean ground truth)"),
-                         ("noise", f"Noise study (fitted on noisy values whose own tau is {noisy_tau:.3f}, judged on the truth)")):
+    for study in ("size", "noise"):
         part = summary[summary.study == study]
-        if part.empty:
+        if part.empty:  # --noise-n 0 skips the noise study: no noisy tau to print either
             continue
+        title = ("Training size (clean ground truth)" if study == "size" else
+                 f"Noise study (fitted on noisy values whose own tau is {noisy_tau:.3f}, judged on the truth)")
         lines += [f"### {title}", "",
                   "| predictor | N | Kendall tau | Spearman rho | P@top-1% | P@top-5% | fit (s) | predict 15,625 (s) |",
                   "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]

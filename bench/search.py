@@ -15,7 +15,7 @@ The graph network is fitted on 300 architectures whose score a hidden "teacher"
 gives: a per-layer effect, neighbouring-layer interactions, a FLOPs term and
 noise. Each method's best network is reported with its predicted score (what
 the search optimises) and its teacher score (how good it really is, here
-known). With `--predictor models/predictor.pt --config params.yaml` it searches
+known). With `--predictor models/predictor.pt --profile params.yaml` it searches
 the pipeline's own fitted predictor instead (no teacher then).
 
     python bench/search.py            # ~10 min on 2 CPU cores
@@ -37,10 +37,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fitnas import chainsearch, checkpoints, config, spaces
+from fitnas import chainsearch, checkpoints, config, predictors, spaces
 from fitnas.config import Predictor as PredictorSettings
 from fitnas.pathscore import PathGCN
-from fitnas.pipeline import load_predictor
 from fitnas.predictors import from_settings, gcn_state, load_gcn
 from fitnas.search import Budget
 
@@ -67,8 +66,11 @@ class Teacher:
         return value + self.flops_weight * np.log(self.flops.batch(archs))
 
 
-def fitted_scorer(space, tables, samples: int, seed: int, cache: Path | None = None):
-    """The GCN fitted on teacher scores (loaded from `cache` when it holds one, saved there otherwise)."""
+def fitted_scorer(space, tables, samples: int, seed: int, cache: Path | None = None, settings: PredictorSettings | None = None):
+    """The GCN fitted on teacher scores (loaded from `cache` when it holds one, saved there otherwise).
+
+    settings: the profile's `predictor` section (the ImageNet profile's are the pipeline's defaults).
+    """
     teacher = Teacher(space, tables["flops"], seed)
     if cache is not None and cache.is_file():
         print(f"bench: GCN from {cache}", flush=True)
@@ -77,7 +79,7 @@ def fitted_scorer(space, tables, samples: int, seed: int, cache: Path | None = N
     archs = space.sample(samples, rng)
     noise = np.random.default_rng(seed).normal(0, 1.0, samples)
     y = teacher(np.array(archs)) + noise
-    settings = PredictorSettings()
+    settings = settings or PredictorSettings()
     start = time.time()
     predictor = from_settings("gcn", settings, space, lambda a: 0.0, seed).fit(archs, y)
     print(f"bench: GCN fitted on {samples} teacher-scored networks in {time.time() - start:.0f}s "
@@ -157,16 +159,18 @@ def markdown(summary: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default=str(ROOT / "profiles/mobilenet-imagenet.yaml"), help="params file whose space to search")
+    parser.add_argument("--profile", "--params", dest="profile", default=str(ROOT / "profiles/mobilenet-imagenet.yaml"),
+                        help="params file whose space to search")
     parser.add_argument("--predictor", help="a fitted predictor (models/predictor.pt) instead of the teacher-fitted one")
     parser.add_argument("--input-size", type=int, default=224)
     parser.add_argument("--samples", type=int, default=300, help="teacher-scored networks the GCN is fitted on")
     parser.add_argument("--seeds", type=int, default=3, help="seeds for evolution and random search")
     parser.add_argument("--quick", action="store_true", help="one budget, one seed, no long evolution")
     parser.add_argument("--cache", type=Path, help="keep the teacher-fitted GCN here and reuse it on the next run")
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for search.json/.md (--quick: search-quick.*)")
+    args = parser.parse_args(argv)
 
     torch.set_num_threads(1)  # as the search stage runs
     p = config.load(args.profile)
@@ -174,11 +178,11 @@ def main() -> None:
     shape = space.network_shape(p.final, 3, 1000)
     tables = chainsearch.cost_tables(space.cost_model(shape, args.input_size))
     if args.predictor:
-        scorer = PathGCN(load_predictor(space, Path(args.predictor)), space)
+        scorer = predictors.scorer_for(predictors.load_file(Path(args.predictor), space, tables["params"]), space)
         teacher, predictor_note = None, args.predictor
     else:
-        scorer, teacher = fitted_scorer(space, tables, args.samples, 0, args.cache)
-        predictor_note = f"GCN (params.yaml's predictor settings) fitted on {args.samples} teacher-scored networks"
+        scorer, teacher = fitted_scorer(space, tables, args.samples, 0, args.cache, p.predictor)
+        predictor_note = f"GCN (the profile's predictor settings) fitted on {args.samples} teacher-scored networks"
 
     budgets = [Budget(flops=400)] if args.quick else [Budget(flops=400), Budget(flops=250), Budget(flops=500, params=4.0)]
     methods = ["progressive", "evolution", "random"] + ([] if args.quick else ["evolution-500"])
@@ -197,11 +201,13 @@ def main() -> None:
                    f"load average {os.getloadavg()[0]:.1f} at the end (the machine is shared)",
         "search_settings": p.search.model_dump(),
     }
-    RESULTS.mkdir(exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     name = "search-quick" if args.quick else "search"  # a quick look never overwrites the full study
-    (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": rows}, indent=2) + "\n")
-    (RESULTS / f"{name}.md").write_text(markdown(summary, meta))
+    report = {"meta": meta, "summary": summary, "runs": rows}
+    (args.out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / f"{name}.md").write_text(markdown(summary, meta))
     print(markdown(summary, meta))
+    return report
 
 
 if __name__ == "__main__":

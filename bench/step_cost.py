@@ -85,7 +85,7 @@ def measure(device: torch.device, archs, shape, batch: int, steps: int, rounds: 
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--archs", type=int, default=4, help="distinct architectures, drawn with seed 0")
     parser.add_argument("--channels", type=int, default=8, help="C of the network (params.yaml supernet.channels)")
@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: steadier on a shared machine)")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     shape = nb201.NetworkShape(args.channels, args.cells, 1, 10)
@@ -124,6 +124,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
+    return report
 
 
 if __name__ == "__main__":

@@ -70,14 +70,14 @@ def tau_with_interval(scores, truth, resamples: int, seed: int) -> dict[str, flo
     return {"kendall_tau": kendall_tau(np.asarray(scores), np.asarray(truth)), "low": low, "high": high}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--supernets", default="8x5,8x20", help="CxE settings: channels x epochs, comma-separated")
     parser.add_argument("--sample-sizes", default="50,100,200", help="rows of results/samples.csv the predictor is fitted on")
     parser.add_argument("--truth-seeds", type=int, default=1, help="extra training seeds for the ground truth (0 skips)")
     parser.add_argument("--out", default="bench/results")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     p = config.load(args.params)
     space = spaces.get(p.space)
@@ -150,6 +150,7 @@ def main() -> None:
     (out / "supernet_ranking.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"bench: {report['seconds']:.0f}s; wrote {out}/supernet_ranking.json and .md")
+    return report
 
 
 if __name__ == "__main__":

@@ -5,19 +5,18 @@ import time
 import numpy as np
 import pandas as pd
 
-from fitnas import config, plots, spaces, strategies
+from fitnas import plots, spaces, strategies
 from fitnas.metrics import ranking_report
-from fitnas.pipeline import HOLDOUT, LOOKUP, METRICS, PLOTS, PREDICTOR, SAMPLES, final_costs, friendly_errors, read_samples, write_json
+from fitnas.pipeline import HOLDOUT, LOOKUP, METRICS, PLOTS, PREDICTOR, SAMPLES, final_costs, friendly_errors, start_stage, read_samples, write_json
 from fitnas.predictors import from_settings
-from fitnas.tracking import preflight, stage_run
+from fitnas.tracking import stage_run
 from fitnas.train import seed_everything
 from fitnas.util import progress, save_atomic
 
 
 @friendly_errors
 def main(params_path: str = "params.yaml") -> None:
-    p = config.load(params_path)
-    preflight()  # MLflow unreachable: fail now, before any work
+    p = start_stage(params_path)  # params, this checkout's code, threads, the tracking store: before any work
     cfg = p.predictor
     seed_everything(p.seed)
     space = spaces.get(p.space)
@@ -71,6 +70,7 @@ def main(params_path: str = "params.yaml") -> None:
     metrics = {
         "predictor": cfg.kind,
         "n_fit": len(fit_archs),
+        "threads": p.threads,
         "n_holdout": len(test_archs),
         "lookup_rows": len(table),
         "lookup_seconds": refit_seconds,

@@ -2,9 +2,9 @@
 
 import time
 
-from fitnas import config, plots, spaces
+from fitnas import plots, spaces
 from fitnas.latency import build_table, calibrate, check, to_cost
-from fitnas.pipeline import LATENCY_CHECK, LATENCY_TABLE, METRICS, PLOTS, final_shape, friendly_errors, write_json
+from fitnas.pipeline import LATENCY_CHECK, LATENCY_TABLE, METRICS, PLOTS, final_shape, friendly_errors, start_stage, write_json
 from fitnas.tracking import stage_run
 from fitnas.distributed import pick_device
 from fitnas.train import seed_everything
@@ -12,7 +12,7 @@ from fitnas.train import seed_everything
 
 @friendly_errors
 def main(params_path: str = "params.yaml") -> None:
-    p = config.load(params_path)
+    p = start_stage(params_path)  # params, this checkout's code, threads, the tracking store: before any work
     cfg = p.latency
     seed_everything(p.seed)
     device = pick_device(p.device)

@@ -4,19 +4,15 @@ from pathlib import Path
 
 import torch
 
-from fitnas import config
-
 from fitnas.data import sources
-
 from fitnas.data.splits import Split, save_split, split_train_val, subset
-from fitnas.pipeline import METRICS, TEST, TRAIN, VAL, friendly_errors, write_json
-from fitnas.tracking import preflight, stage_run
+from fitnas.pipeline import METRICS, TEST, TRAIN, VAL, friendly_errors, start_stage, write_json
+from fitnas.tracking import stage_run
 
 
 @friendly_errors
 def main(params_path: str = "params.yaml") -> None:
-    p = config.load(params_path)
-    preflight()  # MLflow unreachable: fail now, before any work
+    p = start_stage(params_path)  # params, this checkout's code, threads, the tracking store: before any work
     # Everything is read and checked before anything is written.
     dataset = sources.load_dataset(p.data.root, p.data.format, p.data.image_size, Path(p.data.download_dir))
     _, channels, height, width = dataset.train_x.shape

@@ -2,7 +2,7 @@
 
 import time
 
-from fitnas import config, plots, predictors, scoring, spaces, strategies
+from fitnas import plots, predictors, scoring, spaces, strategies
 
 from fitnas.data.splits import load_split
 from fitnas.pipeline import (
@@ -17,21 +17,21 @@ from fitnas.pipeline import (
     VAL,
     final_costs,
     friendly_errors,
+    start_stage,
     read_lookup,
     read_samples,
     SUPERNET,
     write_json,
 )
 from fitnas.rankcheck import POOL_PER_ARCH, RANKERS, pick_archs, rank_report, standalone_results, training_key, verdict
-from fitnas.tracking import preflight, stage_run
+from fitnas.tracking import stage_run
 from fitnas.distributed import pick_device
 from fitnas.train import progress, seed_everything
 
 
 @friendly_errors
 def main(params_path: str = "params.yaml") -> None:
-    p = config.load(params_path)
-    preflight()  # MLflow unreachable: fail now, before any work
+    p = start_stage(params_path)  # params, this checkout's code, threads, the tracking store: before any work
     cfg = p.rankcheck
     seed_everything(p.seed)
     device = pick_device(p.device)
@@ -58,7 +58,7 @@ def main(params_path: str = "params.yaml") -> None:
 
     report = rank_report(table, cfg.bootstrap, p.seed)
     seconds = time.time() - start
-    summary = report | {"seconds": seconds, "seconds_per_network": float(table.train_seconds.mean()), "from_cache": cached}
+    summary = report | {"seconds": seconds, "seconds_per_network": float(table.train_seconds.mean()), "from_cache": cached, "threads": p.threads}
     write_json(METRICS / "rankcheck.json", summary)
     titles = RANKERS | {"predicted_acc": f"{p.predictor.kind} prediction ({source})"}
     figure = plots.rank_check(table, report, titles, PLOTS / "rankcheck.png")

@@ -14,15 +14,14 @@ from fitnas.data import splits
 
 from fitnas.data.batches import Batches
 from fitnas.costs import count_flops, count_params
-from fitnas.pipeline import CHOICE, FINAL_MODEL, METRICS, PLOTS, TEST, TRAIN, VAL, final_shape, friendly_errors, read_choice, write_json
-from fitnas.tracking import preflight, stage_run
+from fitnas.pipeline import CHOICE, FINAL_MODEL, METRICS, PLOTS, TEST, TRAIN, VAL, final_shape, friendly_errors, start_stage, read_choice, write_json
+from fitnas.tracking import stage_run
 from fitnas.train import EpochState, ResumableTraining, StopRequest, evaluate, resumable_epoch, seed_everything, sgd_one_cycle, train_epoch
 
 
 @friendly_errors
 def main(params_path: str = "params.yaml") -> None:
-    p = config.load(params_path)
-    preflight()  # MLflow unreachable: fail now, before any work
+    p = start_stage(params_path)  # params, this checkout's code, threads, the tracking store: before any work
     with distributed.session(p.distributed, p.device) as world:
         retrain(p, params_path, world)
 
@@ -106,6 +105,7 @@ def retrain(p: config.Params, params_path: str, world: distributed.World) -> Non
             "budget_latency_ms": p.budget.latency_ms,
             "latency_ms": choice.get("latency_ms"),  # the latency table's estimate, when the search had one
             "train_seconds": state.seconds(),
+            "threads": p.threads,  # torch's CPU threads: the weights depend on them
         }
         write_json(METRICS / "final.json", final)
         frame = pd.DataFrame(history)

@@ -10,15 +10,14 @@ import time
 import pandas as pd
 
 from fitnas import config, distributed, scoring, spaces
-from fitnas.pipeline import METRICS, SAMPLES, SUPERNET, TRAIN, VAL, final_costs, friendly_errors, write_json
-from fitnas.tracking import preflight, stage_run
+from fitnas.pipeline import METRICS, SAMPLES, SUPERNET, TRAIN, VAL, final_costs, friendly_errors, start_stage, write_json
+from fitnas.tracking import stage_run
 from fitnas.train import progress, seed_everything
 
 
 @friendly_errors
 def main(params_path: str = "params.yaml") -> None:
-    p = config.load(params_path)
-    preflight()  # MLflow unreachable: fail now, before any work
+    p = start_stage(params_path)  # params, this checkout's code, threads, the tracking store: before any work
     with distributed.session(p.distributed, p.device) as world:
         sample(p, params_path, world)
 
@@ -52,6 +51,7 @@ def sample(p: config.Params, params_path: str, world: distributed.World) -> None
     summary = {
         "n": len(table),
         "processes": world.size,
+        "threads": p.threads,  # torch's CPU threads: the scores depend on them
         "seconds": seconds,
         "seconds_per_arch": seconds / len(table),
         "supernet_acc_mean": float(table.supernet_acc.mean()),

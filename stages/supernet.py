@@ -10,12 +10,10 @@ from pathlib import Path
 import pandas as pd
 
 from fitnas import checkpoints, config, deps, distributed, plots, spaces, train as train_module
-
 from fitnas.data import splits
-
 from fitnas.data.batches import Batches
-from fitnas.pipeline import METRICS, PLOTS, SUPERNET, TRAIN, VAL, friendly_errors, write_json
-from fitnas.tracking import preflight, stage_run
+from fitnas.pipeline import METRICS, PLOTS, SUPERNET, TRAIN, VAL, friendly_errors, start_stage, write_json
+from fitnas.tracking import stage_run
 from fitnas.train import (
     ResumableTraining,
     EpochState,
@@ -31,8 +29,7 @@ from fitnas.train import (
 
 @friendly_errors
 def main(params_path: str = "params.yaml") -> None:
-    p = config.load(params_path)
-    preflight()  # MLflow unreachable: fail now, before any work
+    p = start_stage(params_path)  # params, this checkout's code, threads, the tracking store: before any work
     with distributed.session(p.distributed, p.device) as world:
         train_supernet(p, params_path, world)
 
@@ -109,7 +106,7 @@ def train_supernet(p: config.Params, params_path: str, world: distributed.World)
             frame.to_csv(METRICS / "supernet_history.csv", index=False)
             last = history[-1]
             seconds = state.seconds()
-            summary = {"epochs": cfg.epochs, "train_loss": last["train_loss"], "train_acc": last["train_acc"], "seconds": seconds}
+            summary = {"epochs": cfg.epochs, "threads": p.threads, "train_loss": last["train_loss"], "train_acc": last["train_acc"], "seconds": seconds}
             write_json(METRICS / "supernet.json", summary)
             run.log_metrics({"supernet_seconds": seconds})
             run.log_artifact(plots.training_curves(frame, PLOTS / "supernet_curves.png", "supernet"))

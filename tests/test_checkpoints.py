@@ -47,7 +47,7 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path, keep):
     save_supernet(path)
     raw = path.read_bytes()
     path.write_bytes(raw[: int(len(raw) * keep)])
-    with pytest.raises(CheckpointError, match=r"supernet.pt is unreadable .*re-run `dvc repro supernet`"):
+    with pytest.raises(CheckpointError, match=r"supernet.pt is damaged or not a torch checkpoint .*re-run `dvc repro supernet`"):
         checkpoints.load(path, "supernet")
     assert path.is_file()  # the damaged file is left for the user to inspect, not deleted
 
@@ -93,9 +93,32 @@ def test_pickled_objects_are_refused_not_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "supernet.pt"
     torch.save({"model": {}, "payload": Planted()}, path)
-    with pytest.raises(CheckpointError, match="unreadable"):
+    with pytest.raises(CheckpointError, match="is damaged or not a torch checkpoint") as err:
         checkpoints.load(path, "supernet")
     assert not (tmp_path / "planted-by-pickle").exists()
+    assert "weights_only=False" not in str(err.value)
+
+
+@pytest.mark.parametrize("content", [b"garbage, not a checkpoint\n" * 40, b"\x80\x02}q\x00." + os.urandom(64), b"PK\x03\x04" + b"\0" * 90])
+def test_a_garbage_checkpoint_gets_our_message_never_the_unsafe_advice(tmp_path, content):
+    """torch's own text is many lines and suggests weights_only=False (issue 18)."""
+    from fitnas.data import DataError, load_split
+
+    path = tmp_path / "supernet.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as err:
+        checkpoints.load(path, "supernet")
+    message = str(err.value)
+    assert message.startswith(f"{path} is damaged or not a torch checkpoint") and "\n" not in message
+    assert "weights_only=False" not in message and "dvc repro supernet" in message and f"dvc checkout {path}" in message
+    resume = checkpoints.Resume("supernet", "k", tmp_path)
+    resume.path.write_bytes(content)
+    with pytest.raises(CheckpointError) as err:
+        resume.load()
+    assert "weights_only" not in str(err.value).replace("read as weights only", "") and "delete it to start over" in str(err.value)
+    with pytest.raises(DataError) as err:
+        load_split(path)
+    assert "weights_only=False" not in str(err.value) and "\n" not in str(err.value)
 
 
 def test_the_scorer_refuses_a_supernet_trained_with_other_settings(tmp_path, monkeypatch):

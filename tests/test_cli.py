@@ -31,7 +31,7 @@ def table(tmp_path):
 
 def test_lookup_answers_several_budgets(table):
     path, frame = table
-    result = runner.invoke(app, ["lookup", "--flops", "5", "--flops", "8", "--params", "0.05", "--top", "3", "--table", str(path)])
+    result = runner.invoke(app, ["lookup", "--max-flops", "5", "--max-flops", "8", "--max-params", "0.05", "--top", "3", "--table", str(path)])
     assert result.exit_code == 0, result.output
     assert result.output.count("budget:") == 2
     lines = [line for line in result.output.splitlines() if line.strip()[:1].isdigit()]
@@ -45,7 +45,7 @@ def test_lookup_answers_several_budgets(table):
 
 def test_lookup_impossible_budget_is_a_clean_error(table):
     path, _ = table
-    result = runner.invoke(app, ["lookup", "--flops", "0.01", "--table", str(path)])
+    result = runner.invoke(app, ["lookup", "--max-flops", "0.01", "--table", str(path)])
     assert result.exit_code == 1
     assert "no architecture meets the budget" in result.output and "smallest available" in result.output
 
@@ -116,7 +116,7 @@ def test_lookup_searches_a_space_too_large_to_tabulate(chain_project, method):
     costs = space.cost_model(space.network_shape(None, 1, 10), 28)
     low, high = costs.tables["flops"].min(), costs.tables["flops"].max()
     budgets = [round(low + 0.3 * (high - low), 2), round(low + 0.7 * (high - low), 2)]
-    args = ["lookup", "--flops", str(budgets[0]), "--flops", str(budgets[1]), "--top", "2", "--method", method]
+    args = ["lookup", "--max-flops", str(budgets[0]), "--max-flops", str(budgets[1]), "--top", "2", "--method", method]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert result.output.count("budget:") == 2
@@ -128,7 +128,7 @@ def test_lookup_searches_a_space_too_large_to_tabulate(chain_project, method):
 
 
 def test_lookup_of_a_searched_space_needs_the_latency_table_for_a_latency_budget(chain_project):
-    result = runner.invoke(app, ["lookup", "--latency-ms", "3"])
+    result = runner.invoke(app, ["lookup", "--max-latency-ms", "3"])
     assert result.exit_code == 1 and "fitnas latency-table" in result.output
 
 
@@ -158,3 +158,69 @@ def test_describe_unknown_space_is_a_usage_error(table):
 def test_lookup_table_that_is_a_folder(tmp_path):
     result = runner.invoke(app, ["lookup", "--table", str(tmp_path)])
     assert result.exit_code == 1 and "is a folder, not a table" in result.output
+
+
+# --------------------------------------------------------------------------
+# One CLI (issue 18)
+
+
+def test_version_and_short_help():
+    from importlib.metadata import version
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"fitnas {version('fitnas')}"
+    for args in (["-h"], ["lookup", "-h"], ["describe", "-h"], ["prepare", "-h"], ["doctor", "-h"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0 and "Usage:" in result.output, args
+
+
+@pytest.mark.parametrize("command", ["prepare", "supernet", "sample", "fit", "search", "retrain", "latency-table",
+                                     "rankcheck", "lookup", "describe", "doctor"])
+def test_every_command_reads_the_params_file_with_params_and_click_metavars(command):
+    text = runner.invoke(app, [command, "--help"], terminal_width=200).output
+    assert "--params PATH" in text and "--config" not in text, text
+    assert "<" not in text.replace("<=", ""), text  # no typer type columns: <list[float]>, <bool>, <path>
+
+
+def test_lookup_budget_options_are_named_max(table):
+    path, frame = table
+    text = runner.invoke(app, ["lookup", "--help"], terminal_width=200).output
+    for option in ("--max-flops FLOAT", "--max-params FLOAT", "--max-latency-ms FLOAT", "--top INTEGER", "--method [progressive|evolution]"):
+        assert option in text
+    result = runner.invoke(app, ["lookup", "--max-params", "0.05", "--table", str(path)])
+    assert result.exit_code == 0 and "params <= 0.05 M" in result.output
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "0", "-3"])
+def test_a_budget_that_is_not_a_positive_number_is_refused(table, value):
+    path, _ = table
+    result = runner.invoke(app, ["lookup", "--max-flops", value, "--table", str(path)])
+    assert result.exit_code == 2 and "is not a budget" in result.output and "--max-flops" in result.output
+
+
+def test_options_that_do_not_apply_are_errors(table, tmp_path, monkeypatch):
+    path, _ = table
+    monkeypatch.chdir(tmp_path)
+    method = runner.invoke(app, ["lookup", "--method", "evolution", "--table", str(path)])
+    assert method.exit_code == 2 and "--method applies to a space too large to tabulate" in method.output
+    unknown = runner.invoke(app, ["lookup", "--method", "random", "--table", str(path)])
+    assert unknown.exit_code == 2 and "'random' is not one of progressive, evolution" in unknown.output
+    missing = tmp_path / "nope.yaml"
+    for args in (["lookup", "--table", str(path)], ["describe", nb201.EXAMPLE, "--table", str(path)]):
+        result = runner.invoke(app, [*args, "--params", str(missing)])
+        assert result.exit_code == 2 and f"{missing} does not exist" in result.output, args
+    stage = runner.invoke(app, ["search", "--params", str(missing)])
+    assert stage.exit_code == 1 and f"{missing} not found" in stage.output
+
+
+def test_lookup_of_a_searched_space_refuses_a_table(chain_project):
+    result = runner.invoke(app, ["lookup", "--max-flops", "5", "--table", "results/lookup.csv"])
+    assert result.exit_code == 2 and "--table" in result.output
+
+
+def test_describe_follows_space_name_of_the_params_file(chain_project):
+    space = chain_project
+    arch = space.to_str(space.random_cell(random.Random(2)))
+    result = runner.invoke(app, ["describe", arch])  # no --space: params.yaml says mobilenet
+    assert result.exit_code == 0, result.output
+    assert "predicted acc:" in result.output and "fitted graph network" in result.output

@@ -41,7 +41,7 @@ def problems(tmp_path, patch: dict) -> str:
         # wrong type or out of range: the key, the value, what is allowed and the default
         ({"supernet": {"epochs": 0}}, "supernet.epochs = 0: must be greater than 0; allowed: a whole number > 0 (default 5)"),
         ({"supernet": {"momentum": 1.5}}, "supernet.momentum = 1.5: must be less than 1; allowed: a number in [0, 1) (default 0.9)"),
-        ({"budget": {"flops": "lots"}}, "budget.flops = 'lots': must be a valid number, unable to parse string as a number; allowed: null or a number > 0"),
+        ({"budget": {"flops": "lots"}}, "budget.flops = 'lots': must be a valid number; allowed: null or a number > 0"),
         ({"retrain": {"augment": "maybe"}}, "retrain.augment = 'maybe': must be a valid boolean, unable to interpret input; allowed: true or false"),
         ({"seed": 1.5}, "seed = 1.5: must be a valid integer"),
         ({"rankcheck": {"archs": 2}}, "rankcheck.archs = 2: must be greater than or equal to 4; allowed: a whole number >= 4 (default 30)"),
@@ -108,3 +108,57 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("supernet: [1, 2\n")
     with pytest.raises(config.ConfigError, match="not valid YAML"):
         config.load(bad)
+
+
+@pytest.mark.parametrize(
+    "patch, expected",
+    [
+        # YAML's true is not the number 1, and 3.0 epochs is not 3 (issue 18).
+        ({"supernet": {"epochs": True}}, "supernet.epochs = true: must be a valid integer; allowed: a whole number > 0"),
+        ({"supernet": {"epochs": 3.0}}, "supernet.epochs = 3.0: must be a valid integer"),
+        ({"supernet": {"lr": True}}, "supernet.lr = true: must be a valid number"),
+        ({"space": {"mobilenet": {"stem_stride": True}}}, "space.mobilenet.stem_stride = true: must be a number, not true or false"),
+        ({"space": {"mobilenet": {"strides": [1, True, 1, 1, 1, 1]}}}, "space.mobilenet.strides[1] = true: must be a number"),
+        # inf and nan are refused here, not at the first training step
+        ({"supernet": {"lr": float("inf")}}, "supernet.lr = inf: must be a finite number"),
+        ({"budget": {"flops": float("nan")}}, "budget.flops = nan: must be a finite number"),
+        ({"seed": -1}, "seed = -1: must be greater than or equal to 0"),
+        ({"seed": 2**40}, "seed = 1099511627776: must be less than 2147483648"),
+        ({"threads": 0}, "threads = 0: must be greater than 0"),
+        ({"mlflow": {"experiment": ""}}, "mlflow.experiment = '': must not be empty"),
+        ({"mlflow": {"experiment": "  "}}, "mlflow.experiment = '  ': must not be empty"),
+    ],
+)
+def test_strict_types_finite_numbers_and_ranges(tmp_path, patch, expected):
+    assert expected in problems(tmp_path, patch)
+
+
+def test_ints_still_pass_where_a_number_is_asked_for(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("budget:\n  flops: 400\nsupernet:\n  lr: 1\n")  # as `dvc exp run -S budget.flops=400` writes it
+    p = config.load(path)
+    assert p.budget.flops == 400 and p.supernet.lr == 1
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"", "is empty; restore it"),
+        (b"# only a comment\n", "is empty; restore it"),
+        (b"- 1\n- 2\n", "holds list [1, 2], not a mapping of keys"),
+        (b"seed: 0\ndata:\n  root: caf\xe9\n", "is not UTF-8 text (byte 0xe9 at offset"),
+        (b"\xff\xfe s\x00e\x00", "is not UTF-8 text (byte 0xff at offset 0)"),
+    ],
+)
+def test_empty_unreadable_or_non_mapping_files_are_named(tmp_path, content, expected):
+    path = tmp_path / "params.yaml"
+    path.write_bytes(content)
+    with pytest.raises(config.ConfigError) as err:
+        config.load(path)
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_folder_named_params_yaml(tmp_path):
+    (tmp_path / "params.yaml").mkdir()
+    with pytest.raises(config.ConfigError, match="cannot be read"):
+        config.load(tmp_path / "params.yaml")

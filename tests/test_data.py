@@ -601,3 +601,24 @@ def test_fashion_mnist_splits_store_no_statistics(tmp_path: Path) -> None:
     splits.save_split(tmp_path / "s.pt", np.zeros((4, 28, 28), np.uint8), np.arange(4), ["a", "b", "c", "d"])
     assert set(torch.load(tmp_path / "s.pt", weights_only=True)) == {"images", "labels", "classes"}
     assert splits.load_split(tmp_path / "s.pt").mean == (splits.MEAN,)
+
+
+@pytest.mark.parametrize(
+    "offset, test_offset, expected",
+    [
+        (1_000_000, 1_000_000, r"y_train labels out of range \(1000000..1000002\); without a classes array the 3 training classes must be numbered 0..2"),
+        (0, 5, r"y_test labels out of range \(5..7\)"),
+        (-1, -1, r"y_train labels out of range \(-1..1\)"),
+    ],
+)
+def test_npz_labels_without_names_must_be_0_to_k_minus_1(tmp_path: Path, offset, test_offset, expected) -> None:
+    """Labels 1,000,000-1,000,002 are not a million classes (issue 18)."""
+    rng = np.random.default_rng(0)
+    x_train, y_train = _arrays(rng, 30)
+    x_test, y_test = _arrays(rng, 9)
+    path = tmp_path / "own.npz"
+    np.savez(path, x_train=x_train, y_train=y_train + offset, x_test=x_test, y_test=y_test + test_offset)
+    with pytest.raises(errors.DataError, match=expected):
+        sources.load_dataset(str(path), "npz", None, tmp_path)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    assert sources.load_dataset(str(path), "npz", None, tmp_path).classes == ["0", "1", "2"]

@@ -113,3 +113,60 @@ def test_python_on_path_that_cannot_import_fitnas(project, tmp_path, monkeypatch
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     found = lines(runner.invoke(app, ["doctor"]).output)
     assert found["python"].startswith("FAIL") and "cannot import fitnas" in found["python"]
+
+
+def test_a_truncated_mlflow_db_fails_the_doctor(project):
+    from test_tracking import truncated_store
+
+    truncated_store(project)
+    found = lines(runner.invoke(app, ["doctor"]).output)
+    assert found["mlflow"].startswith("FAIL") and "is damaged" in found["mlflow"]
+
+
+def test_a_scheme_without_a_store_fails_the_doctor(project, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "ftp://x")
+    found = lines(runner.invoke(app, ["doctor"]).output)
+    assert found["mlflow"].startswith("FAIL") and "no tracking store for the scheme 'ftp'" in found["mlflow"]
+
+
+def test_an_empty_params_file_fails_the_doctor(project):
+    (project / "params.yaml").write_text("")
+    result = runner.invoke(app, ["doctor"])
+    assert result.exit_code == 1 and "params.yaml is empty" in lines(result.output)["params"]
+
+
+def test_params_that_dvc_yaml_reads_but_the_file_lacks(project):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    del params["supernet"], params["threads"]
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    found = lines(runner.invoke(app, ["doctor"]).output)
+    assert found["params"].startswith("OK")  # the schema fills the defaults in
+    assert found["dvc"].startswith("FAIL") and "read supernet, threads from params.yaml, which lacks them" in found["dvc"]
+
+
+def copy_of_the_code(folder: Path) -> None:
+    for name in ("src", "stages"):
+        shutil.copytree(ROOT / name, folder / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+
+
+def test_this_checkouts_code_runs(project):
+    copy_of_the_code(project)  # the same code as the installed fitnas: fine
+    assert lines(runner.invoke(app, ["doctor"]).output)["python"].startswith("OK")
+    with (project / "src/fitnas/search.py").open("a") as f:
+        f.write("# changed in this checkout\n")
+    found = lines(runner.invoke(app, ["doctor"]).output)
+    assert found["python"].startswith("FAIL") and "search.py differs" in found["python"]
+    assert "not from this checkout's src/fitnas" in found["python"]
+
+
+def test_each_stage_refuses_another_checkouts_code(project, capsys, monkeypatch):
+    from fitnas.stages import prepare
+
+    copy_of_the_code(project)
+    (project / "stages/prepare.py").write_text((project / "stages/prepare.py").read_text() + "# edited\n")
+    monkeypatch.setenv("FITNAS_TRACKING", "off")
+    with pytest.raises(SystemExit):
+        prepare.main("params.yaml")
+    err = capsys.readouterr().err
+    assert err.startswith("error: fitnas runs from ") and "prepare.py differs" in err and len(err.splitlines()) == 1
+    assert not (project / "data/prepared").exists()

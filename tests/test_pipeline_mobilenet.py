@@ -91,7 +91,7 @@ def test_lookup_answers_several_budgets_from_one_fit(reproduced):
     candidates = pd.read_csv(project / "results/candidates.csv")
     low, high = candidates.flops_M.min(), candidates.flops_M.max()
     budgets = [round(low + 0.2 * (high - low), 2), round(low + 0.8 * (high - low), 2)]
-    result = run([sys.executable, "-m", "fitnas.cli", "lookup", "--flops", str(budgets[0]), "--flops", str(budgets[1]),
+    result = run([sys.executable, "-m", "fitnas.cli", "lookup", "--max-flops", str(budgets[0]), "--max-flops", str(budgets[1]),
                   "--top", "1"], project)
     assert result.stdout.count("budget:") == 2
     rows = [line.split() for line in result.stdout.splitlines() if line.strip()[:1].isdigit()]
@@ -106,10 +106,10 @@ def test_rank_check_on_the_chain_space(reproduced):
     samples = pd.read_csv(project / "results/samples.csv")
     assert len(table) == 4 and table.arch.is_unique and not set(table.arch) & set(samples.arch)
     assert table.flops_M.is_monotonic_increasing and table.standalone_acc.between(0, 1).all()
-    from fitnas.pipeline import load_predictor
+    from fitnas import predictors
 
     space = _space(project)
-    predictor = load_predictor(space, project / "models/predictor.pt")
+    predictor = predictors.load_file(project / "models/predictor.pt", space, lambda arch: 0.0)
     archs = [space.parse(a) for a in table.arch]
     assert predictor.query(archs) == pytest.approx(table.predicted_acc.to_numpy(), abs=1e-5)
     report = json.loads((project / "metrics/rankcheck.json").read_text())

@@ -19,6 +19,15 @@ from fitnas.errors import CheckpointError
 from fitnas.util import save_atomic
 
 
+def damaged(path: Path, err: Exception) -> str:
+    """Why torch could not read `path`, in our words.
+
+    torch's own text runs to many lines and advises re-running with weights_only=False, which
+    would unpickle whatever the file holds: never repeated to the user.
+    """
+    return f"{path} is damaged or not a torch checkpoint ({type(err).__name__}; it is read as weights only, never unpickled)"
+
+
 def load(
     path: Path,
     stage: str,
@@ -40,7 +49,7 @@ def load(
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged or truncated archive
-        raise CheckpointError(f"{path} is unreadable ({type(err).__name__}: {err}); {fix}") from None
+        raise CheckpointError(f"{damaged(path, err)}; {fix} (or `dvc checkout {path}` to restore DVC's copy)") from None
     if not isinstance(saved, dict) or (weights is not None and (not isinstance(saved.get(weights), (dict, list)) or not saved[weights])):
         raise CheckpointError(f"{path} is not a fitnas checkpoint (no model weights in it); {fix}")
     if space is not None and saved.get("space") != space:
@@ -134,9 +143,7 @@ class Resume:
         try:
             return torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises many types for a damaged archive
-            raise CheckpointError(
-                f"resume checkpoint {self.path} is unreadable ({type(err).__name__}: {err}); delete it to start over"
-            ) from None
+            raise CheckpointError(f"resume checkpoint {damaged(self.path, err)}; delete it to start over") from None
 
     def save(self, state: dict) -> None:
 

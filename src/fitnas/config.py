@@ -6,16 +6,36 @@ import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import annotated_types
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
+
 from fitnas.errors import ConfigError
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
+
+
+# Strict: YAML's `true` is a bool, not the number 1, and `3.0` epochs is a mistake, not 3. Ints
+# still pass where a float is asked for (`dvc exp run -S budget.flops=400`).
+StrictInt = Annotated[int, Strict()]
+StrictFloat = Annotated[float, Strict()]
+PositiveInt = Annotated[int, Strict(), annotated_types.Gt(0)]
+PositiveFloat = Annotated[float, Strict(), annotated_types.Gt(0)]
+
+
+def _not_bool(value: Any) -> Any:
+    # A Literal of numbers ignores Strict, and True == 1 in Python.
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
+Stride = Annotated[Literal[1, 2], BeforeValidator(_not_bool)]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `lr: inf` or `.nan` is refused here, not at the first training step.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Data(Section):
@@ -23,7 +43,8 @@ class Data(Section):
     # Fashion-MNIST IDX files, an image folder (train/<class>/*, test/<class>/*) or an .npz file.
     root: Optional[str] = None
     format: Literal["auto", "idx", "imagefolder", "npz"] = "auto"  # auto: told apart by what data.root holds
-    image_size: Optional[PositiveInt] = None  # resize every image to this many pixels square; null keeps the size
+    # resize every image to this many pixels square; null keeps the size. At most 4096: a bigger one would not fit in memory.
+    image_size: Optional[Annotated[int, Strict(), annotated_types.Gt(0), annotated_types.Le(4096)]] = None
     download_dir: str = "data/downloads"
     val_size: PositiveInt = 6000
     train_limit: Optional[PositiveInt] = None  # keep only this many training images after the split (quick runs)
@@ -34,13 +55,13 @@ class Mobilenet(Section):
     """The MobileNet-style chain space's layout (space.name: mobilenet); the defaults suit 28x28 inputs."""
 
     stem: PositiveInt = 8  # channels of the stem convolution
-    stem_stride: Literal[1, 2] = 2
+    stem_stride: Stride = 2
     first: PositiveInt = 8  # channels of the fixed expansion-1 block after the stem
     widths: list[PositiveInt] = [8, 12, 16, 24, 32, 48]  # one per stage
     depths: list[PositiveInt] = [4, 4, 4, 4, 4, 1]  # searchable layers per stage (21 in all)
-    strides: list[Literal[1, 2]] = [1, 2, 1, 1, 1, 1]  # of each stage's first layer
+    strides: list[Stride] = [1, 2, 1, 1, 1, 1]  # of each stage's first layer
     head: PositiveInt = 128  # channels of the 1x1 convolution before pooling
-    kernels: list[Literal[3, 5, 7]] = [3, 5, 7]
+    kernels: list[Annotated[Literal[3, 5, 7], BeforeValidator(_not_bool)]] = [3, 5, 7]
     expansions: list[PositiveInt] = [3, 6]
 
     @model_validator(mode="after")
@@ -66,8 +87,8 @@ class Supernet(Section):
     epochs: PositiveInt = 5
     batch_size: PositiveInt = 256
     lr: PositiveFloat = 0.1
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
+    momentum: StrictFloat = Field(0.9, ge=0, lt=1)
+    weight_decay: StrictFloat = Field(5e-4, ge=0)
 
 
 class Sample(Section):
@@ -81,16 +102,16 @@ class Sample(Section):
 class Predictor(Section):
     kind: Literal["gcn", "mlp", "rf", "params"] = "gcn"
     baselines: list[Literal["gcn", "mlp", "rf", "params"]] = ["mlp", "rf", "params"]
-    holdout: float = Field(0.2, gt=0, lt=1)  # share of samples kept out of the fit to score rankings
+    holdout: StrictFloat = Field(0.2, gt=0, lt=1)  # share of samples kept out of the fit to score rankings
     # The graph network's settings; the defaults are what won bench/predictors.py.
     hidden: PositiveInt = 64
     layers: PositiveInt = 4
     epochs: PositiveInt = 200  # at most; early stopping on held-out ranking picks how many
     lr: PositiveFloat = 1e-3
-    weight_decay: float = Field(1e-3, ge=0)
+    weight_decay: StrictFloat = Field(1e-3, ge=0)
     batch_size: PositiveInt = 32  # graphs per step; the MLP baseline trains with the same
-    hinge_weight: float = Field(0.25, ge=0)  # weight of the pairwise hinge next to the MSE (bench/README.md)
-    validation: float = Field(0.2, ge=0, lt=1)  # share held out to choose the epochs; 0: train all epochs
+    hinge_weight: StrictFloat = Field(0.25, ge=0)  # weight of the pairwise hinge next to the MSE (bench/README.md)
+    validation: StrictFloat = Field(0.2, ge=0, lt=1)  # share held out to choose the epochs; 0: train all epochs
     ensemble: PositiveInt = 3
 
 
@@ -106,9 +127,9 @@ class Evolution(Section):
 
     population: PositiveInt = 100
     generations: PositiveInt = 100
-    parents: float = Field(0.25, gt=0, le=1)  # share of the population kept as parents each generation
-    mutation_prob: float = Field(0.1, gt=0, le=1)  # chance that a layer changes in a mutated child
-    mutation_share: float = Field(0.5, ge=0, le=1)  # share of the children made by mutation (the rest by crossover)
+    parents: StrictFloat = Field(0.25, gt=0, le=1)  # share of the population kept as parents each generation
+    mutation_prob: StrictFloat = Field(0.1, gt=0, le=1)  # chance that a layer changes in a mutated child
+    mutation_share: StrictFloat = Field(0.5, ge=0, le=1)  # share of the children made by mutation (the rest by crossover)
 
 
 class Search(Section):
@@ -118,7 +139,7 @@ class Search(Section):
     segment: PositiveInt = 7  # layers per segment of the progressive search
     super_cells: PositiveInt = 6  # best partial architectures of a segment kept for the next
     contexts: PositiveInt = 2  # random completions of the later layers each segment is scored in (averaged)
-    pareto_points: int = Field(6, ge=0)  # extra searches at FLOPs budgets spread over the range, for the Pareto front
+    pareto_points: StrictInt = Field(6, ge=0)  # extra searches at FLOPs budgets spread over the range, for the Pareto front
     evolution: Evolution = Evolution()
 
 
@@ -146,42 +167,55 @@ class Latency(Section):
     """The per-block latency table, timed on the device the final network runs on (stage latency)."""
 
     batch_size: PositiveInt = 1
-    warmup: int = Field(5, ge=0)  # untimed runs before timing each block
+    warmup: StrictInt = Field(5, ge=0)  # untimed runs before timing each block
     repeats: PositiveInt = 30  # timed runs per block; the median counts
     threads: Optional[PositiveInt] = 1  # CPU threads while timing (null: torch's default)
-    calibration_networks: int = Field(3, ge=0)  # whole networks that fit the table's one scale factor (0: raw sums)
-    check_networks: int = Field(5, ge=0)  # other whole networks timed to check the table's sums
+    calibration_networks: StrictInt = Field(3, ge=0)  # whole networks that fit the table's one scale factor (0: raw sums)
+    check_networks: StrictInt = Field(5, ge=0)  # other whole networks timed to check the table's sums
 
 
 class Retrain(Section):
     epochs: PositiveInt = 3
     batch_size: PositiveInt = 128
     lr: PositiveFloat = 0.1
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    momentum: StrictFloat = Field(0.9, ge=0, lt=1)
+    weight_decay: StrictFloat = Field(5e-4, ge=0)
+    label_smoothing: StrictFloat = Field(0.0, ge=0, lt=1)
     augment: bool = False
 
 
 class Rankcheck(Section):
     """Ground truth for the ranking: networks trained from scratch (stage `rankcheck`, off the default path)."""
 
-    archs: int = Field(30, ge=4)  # distinct networks, spread over the FLOPs range, none of them sampled
+    archs: StrictInt = Field(30, ge=4)  # distinct networks, spread over the FLOPs range, none of them sampled
     epochs: PositiveInt = 2
     train_limit: Optional[PositiveInt] = 20000  # training images per network
     batch_size: PositiveInt = 128
     lr: PositiveFloat = 0.1
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
+    momentum: StrictFloat = Field(0.9, ge=0, lt=1)
+    weight_decay: StrictFloat = Field(5e-4, ge=0)
     bootstrap: PositiveInt = 1000  # resamples for the 95% interval of each Kendall tau
 
 
 class Mlflow(Section):
     experiment: str = "fitnas"
 
+    @field_validator("experiment")
+    @classmethod
+    def _named(cls, name: str) -> str:
+        # MLflow refuses an empty name only when the first run is logged, after the stage's work.
+        if not name.strip():
+            raise ValueError("must not be empty: name the MLflow experiment the runs go to")
+        return name
+
 
 class Params(Section):
-    seed: int = 0
+    # numpy and torch take seeds of at most 32 and 64 bits; stages add small offsets to it.
+    seed: StrictInt = Field(0, ge=0, lt=2**31)
+    # torch's CPU threads in every stage. Results depend on it (sums are split across threads
+    # differently), so it is a param: the same value on the same kind of CPU gives the same bits.
+    # 1 measured fastest on the 2-core machine this project runs on (README: Measured on the default).
+    threads: Annotated[int, Strict(), annotated_types.Gt(0), annotated_types.Le(1024)] = 1  # at most 1024: torch would try to start them
     device: Literal["auto", "cpu", "cuda"] = "auto"
     distributed: Literal["auto", "off"] = "auto"  # auto: join torchrun's process group when launched by torchrun
     data: Data = Data()
@@ -264,9 +298,21 @@ def load(path: str | Path = "params.yaml") -> Params:
     if not path.exists():
         raise ConfigError(f"{path} not found: run from the project folder (the one holding dvc.yaml and params.yaml)")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+                          f"save it as UTF-8") from None
+    except OSError as err:  # a folder, no permission
+        raise ConfigError(f"{path} cannot be read ({err.strerror or type(err).__name__})") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
+    if raw is None:
+        # Defaults would pass here, but DVC needs every key dvc.yaml lists: refuse it before DVC deletes outputs.
+        raise ConfigError(f"{path} is empty; restore it (`git checkout {path}`) or copy one from profiles/")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} holds {type(raw).__name__} {_show(raw)[:80]}, not a mapping of keys (seed: 0, data: ...)")
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
@@ -294,8 +340,10 @@ def _explain(path: Path, err: ValidationError) -> str:
                 message = f"must be one of {problem['ctx']['expected']}{default}{_suggest_value(value, problem)}"
             else:
                 allowed = f"; allowed: {_describe(field.annotation, field.metadata)}" if field else ""
-                message = problem["msg"].replace("Input should be", "must be") + allowed + default
+                message = problem["msg"].removeprefix("Value error, ").replace("Input should be", "must be") + allowed + default
             lines.append(f"  {key} = {_show(value)}: {message}")
+    # `dvc exp run -S key=bad` leaves the bad value in the file: the way back.
+    lines.append(f"  back to the committed values: git checkout {path} && dvc checkout")
     return "\n".join(lines)
 
 

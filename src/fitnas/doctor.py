@@ -46,27 +46,61 @@ def check_torch(p) -> Check:
     cuda = torch.cuda.is_available()
     device = "cuda" if (cuda and (p is None or p.device != "cpu")) else "cpu"
     where = f"CUDA: {torch.cuda.get_device_name(0)}" if cuda else "no CUDA GPU visible"
-    detail = (f"torch {torch.__version__} on {device} ({where}); {torch.get_num_threads()} threads, "
-              f"{os.cpu_count()} cores")
+    threads = f"threads: {p.threads} (params.yaml; torch's default here {torch.get_num_threads()})" if p is not None \
+        else f"{torch.get_num_threads()} threads"
+    detail = f"torch {torch.__version__} on {device} ({where}); {threads}, {os.cpu_count()} cores"
     if p is not None and p.device == "cuda" and not cuda:
         return Check("torch", False, detail, "params.yaml has device: cuda but no GPU is visible; set device: auto")
     return Check("torch", True, detail)
 
 
-def check_python() -> Check:
-    """dvc.yaml runs `python stages/...`: the `python` on PATH must be the one fitnas is installed in."""
+# Where the `python` on PATH imports fitnas and its stages from (one line each).
+_WHERE = ("import importlib.util, pathlib, fitnas; print(pathlib.Path(fitnas.__file__).parent); "
+          "s = importlib.util.find_spec('fitnas.stages'); print(pathlib.Path(s.origin).parent if s and s.origin else '')")
+
+
+def check_python(project: Path = Path(".")) -> Check:
+    """dvc.yaml runs `python stages/...`: the `python` on PATH must import fitnas, and this checkout's code."""
+    from fitnas.pipeline import code_mismatch
+
     python = shutil.which("python")
     if python is None:
         return Check("python", False, "no `python` on PATH (dvc.yaml's commands run `python stages/...`)",
                      "source .venv/bin/activate")
-    result = subprocess.run([python, "-c", "import fitnas"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([python, "-c", _WHERE], capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
         return Check("python", False, f"{python} (dvc.yaml's `python`) cannot import fitnas",
                      "source .venv/bin/activate (or pip install -e . into that python)")
-    return Check("python", True, f"{python} imports fitnas")
+    package, _, stages = result.stdout.strip().partition("\n")
+    mismatch = code_mismatch(project, Path(package), Path(stages) if stages.strip() else None)
+    if mismatch is not None:
+        return Check("python", False, f"{python}: {mismatch}", "source this checkout's .venv/bin/activate, or pip install -e . there")
+    return Check("python", True, f"{python} imports fitnas from {package}")
 
 
-def check_dvc(project: Path) -> Check:
+def _missing_params(project: Path, params_path: Path) -> list[str]:
+    """Keys dvc.yaml's stages read from the params file that it lacks: DVC fails on them after removing outputs."""
+    import yaml
+
+    try:
+        stages = (yaml.safe_load((project / "dvc.yaml").read_text()) or {}).get("stages", {})
+        raw = yaml.safe_load(params_path.read_text()) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):
+        return []  # the params check reports an unreadable file; a broken dvc.yaml is DVC's to report
+    wanted = {key for stage in stages.values() for key in stage.get("params", []) if isinstance(key, str)}
+    return [key for key in sorted(wanted) if not _has_path(raw, key)]
+
+
+def _has_path(raw, key: str) -> bool:
+    node = raw
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def check_dvc(project: Path, params_path: Path = Path("params.yaml")) -> Check:
     try:
         import dvc
         from dvc.version import __version__
@@ -78,26 +112,35 @@ def check_dvc(project: Path) -> Check:
                      "run from the project folder (the one with dvc.yaml), or `git init && dvc init` in a copy")
     if not (project / "dvc.yaml").is_file():
         return Check("dvc", False, f"no dvc.yaml in {project.resolve()}", "run from the project folder")
+    missing = _missing_params(project, params_path) if params_path.is_file() else []
+    if missing:
+        return Check("dvc", False, f"dvc.yaml's stages read {', '.join(missing)} from {params_path}, which lacks them "
+                     "(DVC would fail after removing the stages' outputs)",
+                     f"add them to {params_path} (params.yaml in git has every key with its default)")
     return Check("dvc", True, f"dvc {__version__}; repository at {project.resolve()}")
 
 
-def check_mlflow() -> Check:
+def check_mlflow(p=None) -> Check:
+    """The store opened as the stages will open it (a query), with the experiment of params.yaml."""
     from fitnas import tracking
 
     if not tracking.enabled():
         return Check("mlflow", True, f"tracking off ({tracking.OPT_OUT}=off): stages run without MLflow")
     uri = tracking.tracking_uri()
-    reason = tracking.problem(uri)
+    reason = tracking.problem(uri, p.mlflow.experiment if p is not None else None)
     if reason is not None:
-        return Check("mlflow", False, f"{uri}: {reason}",
-                     "start the server or fix MLFLOW_TRACKING_URI, or run without tracking: FITNAS_TRACKING=off")
-    return Check("mlflow", True, f"{uri} is usable")
+        # A server's problem is the server's; the other reasons say their own way out.
+        server = "start the server or fix MLFLOW_TRACKING_URI, or " if uri.startswith(("http://", "https://")) else ""
+        return Check("mlflow", False, f"{uri}: {reason}", f"{server}run without tracking: {tracking.OPT_OUT}=off")
+    experiment = f", experiment {p.mlflow.experiment!r}" if p is not None else ""
+    return Check("mlflow", True, f"{uri} is usable{experiment}")
 
 
 def run_checks(params_path: Path, project: Path = Path(".")) -> list[Check]:
     p, params = check_params(params_path)
     checks: list[Callable[[], Check]] = [
-        lambda: check_dataset(p), lambda: check_torch(p), check_python, lambda: check_dvc(project), check_mlflow,
+        lambda: check_dataset(p), lambda: check_torch(p), lambda: check_python(project),
+        lambda: check_dvc(project, params_path), lambda: check_mlflow(p),
     ]
     return [params] + [check() for check in checks]
 

@@ -14,6 +14,10 @@ class ConfigError(ValueError):
     """params.yaml is missing or does not match the schema; the message names the key and the fix."""
 
 
+class CodeError(RuntimeError):
+    """The fitnas that runs is not this checkout's code, which DVC hashes."""
+
+
 class DataError(ValueError):
     """The data is missing or malformed; the message says how to fix it."""
 
@@ -66,6 +70,7 @@ class Interrupted(RuntimeError):
 
 USER_ERRORS: tuple[type[Exception], ...] = (
     ConfigError,
+    CodeError,
     DataError,
     BudgetError,
     ArchError,

@@ -10,8 +10,11 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
+from fitnas import config, tracking
 from fitnas.data import splits
-from fitnas.errors import USER_ERRORS, ArchError, Interrupted, SamplesError
+from fitnas.errors import USER_ERRORS, ArchError, CodeError, Interrupted, SamplesError
 from fitnas.util import write_json  # noqa: F401  (stages import it from here with the paths)
 
 PREPARED = Path("data/prepared")
@@ -34,6 +37,55 @@ RANKCHECK = Path("results/rankcheck.csv")
 RANKCHECK_CACHE = Path("results/rankcheck.cache.csv")  # networks trained so far; not a DVC output, so it survives a re-run
 METRICS = Path("metrics")
 PLOTS = Path("plots")
+
+def code_mismatch(project: Path = Path("."), package: Path | None = None, stages: Path | None = None) -> str | None:
+    """Why the fitnas code that runs differs from the project's `src/fitnas` and `stages/`, or None.
+
+    dvc.yaml hashes the checkout's files; the stages import `fitnas` from wherever it is installed.
+    An editable install of another checkout (or a stale copy) would run other code than DVC records.
+    `package`/`stages`: the folders another interpreter imports (doctor asks the `python` on PATH);
+    by default this process's. Compares contents, so an installed copy of the same code passes.
+    """
+    import importlib.util
+
+    import fitnas
+
+    pairs = [(project / "src" / "fitnas", package or Path(fitnas.__file__).parent)]
+    if stages is None:
+        spec = importlib.util.find_spec("fitnas.stages")
+        stages = Path(spec.origin).parent if spec is not None and spec.origin else None
+    if stages is not None:
+        pairs.append((project / "stages", stages))
+    for ours, running in pairs:
+        if not ours.is_dir() or ours.resolve() == running.resolve():
+            continue  # not a fitnas checkout here (nothing for DVC to hash), or the very same folder
+        for name in sorted({*_sources(ours), *_sources(running)}):
+            a, b = ours / name, running / name
+            if not (a.is_file() and b.is_file() and a.read_bytes() == b.read_bytes()):
+                return (f"fitnas runs from {running.resolve()}, not from this checkout's {ours} (which dvc.yaml hashes), "
+                        f"and {name} differs: install this checkout into its environment (pip install -e .) or "
+                        f"activate that environment (source .venv/bin/activate)")
+    return None
+
+
+def _sources(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*.py") if "__pycache__" not in p.parts}
+
+
+def start_stage(params_path: str | Path):
+    """What every stage checks and sets before any work; returns the params.
+
+    params.yaml valid, this checkout's code running, torch's CPU threads set to `threads` (results
+    depend on them), and the tracking store usable with the experiment named.
+    """
+    p = config.load(params_path)
+    mismatch = code_mismatch()
+    if mismatch is not None:
+        raise CodeError(mismatch)
+    torch.set_num_threads(p.threads)
+    tracking.preflight(p.mlflow.experiment)
+    return p
+
 
 def final_shape(p, space):
     """The network retraining trains (params `final.*` on the prepared data): (shape, input size)."""

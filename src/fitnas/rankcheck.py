@@ -51,7 +51,7 @@ def pick_archs(space: SearchSpace, lookup: pd.DataFrame, sampled: Iterable[str],
     """n distinct networks the fit never saw, at evenly spaced quantiles of FLOPs.
 
     `lookup`: the fit's lookup table, or for a space too large to tabulate a
-    `searched_pool`. Returns their rows (arch, predicted_acc, flops_M, params_M),
+    `strategies.random_pool`. Returns their rows (arch, predicted_acc, flops_M, params_M),
     cheapest first. Many networks share a FLOPs count; a seeded shuffle before
     the sort decides which of them a quantile lands on.
     """

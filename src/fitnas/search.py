@@ -18,9 +18,33 @@ def smallest_message(budget: Budget, smallest: dict[str, float]) -> str:
     """The BudgetError text: what was asked, the smallest value each cost reaches, how to fix it."""
     reach = ", ".join(f"{smallest[name]:.{3 if name == 'flops' else 4}f} {UNITS[name]}" for name in smallest)
     keys = " / ".join(f"budget.{name}" for name in budget.limits()) or "the budget"
-    options = " / ".join(f"--{name.replace('_', '-')}" for name in budget.limits())
+    options = " / ".join(f"--max-{name.replace('_', '-')}" for name in budget.limits())  # fitnas lookup's options
     return (f"no architecture meets the budget ({budget.describe()}): the smallest available are {reach}. "
             f"Raise {keys} (or pass larger {options}).")
+
+
+# Where a budget of hundreds of MFLOPs means something: the paper's mobile setting.
+PAPER_PROFILE = "profiles/mobilenet-imagenet.yaml"
+
+
+def table_ranges(table: pd.DataFrame) -> dict[str, tuple[float, float]]:
+    """(smallest, largest) of each cost a budget can constrain, over the rows of a table of the whole space."""
+    return {name: (float(table[column].min()), float(table[column].max()))
+            for name, column in COST_COLUMNS.items() if column in table}
+
+
+def non_binding(budget: Budget, ranges: dict[str, tuple[float, float]]) -> list[str]:
+    """The budgets set that every network of the space meets: they change nothing."""
+    return [name for name, limit in budget.limits().items() if name in ranges and ranges[name][1] <= limit]
+
+
+def non_binding_message(budget: Budget, names: list[str], ranges: dict[str, tuple[float, float]], input_size: int) -> str:
+    """One line: which budget binds nothing, the space's range at this input size, where such a budget binds."""
+    limits = budget.limits()
+    parts = [f"budget.{name} = {limits[name]:g} binds nothing: every network of this space is "
+             f"{ranges[name][0]:.4g}-{ranges[name][1]:.4g} {UNITS[name]} at {input_size}x{input_size}" for name in names]
+    return ("; ".join(parts) + f" (the paper's 400-MFLOPs mobile setting is {PAPER_PROFILE}, 224x224); "
+            "the choice is the best of the space as if unconstrained")
 
 
 def within_budget(table: pd.DataFrame, budget: Budget) -> pd.DataFrame:

@@ -23,7 +23,7 @@ from fitnas.costs import AdditiveCost, CostModel
 from fitnas.errors import ConfigError
 from fitnas.latency import add_latency
 from fitnas.predictors import Predictor, scorer_for
-from fitnas.search import Budget, top_k
+from fitnas.search import Budget, table_ranges, top_k
 from fitnas.spaces.base import SearchSpace
 from fitnas.util import progress
 
@@ -87,6 +87,10 @@ class TableSearch:
     def best(self, budget: Budget, k: int) -> pd.DataFrame:
         return top_k(self.table, budget, k)
 
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        """(smallest, largest) of each cost over the space: the table holds every network."""
+        return table_ranges(self.table)
+
 
 class SpaceSearch:
     """A space too large to tabulate, searched against the fitted predictor."""
@@ -127,6 +131,10 @@ class SpaceSearch:
 
     def best(self, budget: Budget, k: int) -> pd.DataFrame:
         return top_k(self._run(budget).candidates, budget, k)
+
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        """(smallest, largest) of each cost over the whole space (not only the networks scored)."""
+        return {name: (float(cost.min()), float(cost.max())) for name, cost in self.tables.items()}
 
 
 def for_space(space: SearchSpace, lookup: Callable[[], pd.DataFrame], predictor: Callable[[], Predictor],

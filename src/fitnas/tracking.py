@@ -16,9 +16,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import socket
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 from fitnas.config import Params, flatten
 from fitnas.errors import TrackingError
@@ -65,33 +68,89 @@ def _sqlite_path(uri: str) -> Path:
     return Path(uri.removeprefix("sqlite:///"))
 
 
-def problem(uri: str | None = None) -> str | None:
-    """Why the tracking store at `uri` cannot be used, or None when it can. Creates nothing."""
+# The tracking stores MLflow ships (plus a plain path, which means file:). Any other scheme fails
+# only when the first run is logged, after the stage's work: refuse it in the preflight.
+SCHEMES = ("", "file", "sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc")
+
+
+def problem(uri: str | None = None, experiment: str | None = None) -> str | None:
+    """Why the tracking store at `uri` (and the experiment named) cannot be used, or None when it can.
+
+    The store is opened the way the stages will use it (a query against the database or the
+    server), but nothing is created or changed.
+    """
     uri = uri or tracking_uri()
+    scheme = urlparse(uri).scheme.lower()
+    if len(scheme) == 1:  # a Windows drive letter, C:\\...: a plain path
+        scheme = ""
+    if scheme not in SCHEMES:
+        return (f"MLflow has no tracking store for the scheme {scheme!r}; set MLFLOW_TRACKING_URI to "
+                f"sqlite:///FILE, http(s)://HOST:PORT, a folder or a database URL (unset: the project's mlflow.db)")
     if uri.startswith("sqlite:///"):
-        path = _sqlite_path(uri)
-        if path.is_file():
-            with path.open("rb") as f:
-                header = f.read(16)
-            if header and header != b"SQLite format 3\x00":
-                return f"{path} is not an SQLite database"
-            if not os.access(path, os.W_OK):
-                return f"{path} is not writable"
-        elif path.exists():
-            return f"{path} is not a file"
-        elif not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+        return _sqlite_problem(_sqlite_path(uri), experiment)
+    if scheme in ("", "file"):
+        folder = Path(urlparse(uri).path if scheme == "file" else uri)
+        here = folder if folder.exists() else folder.parent
+        if folder.exists() and not folder.is_dir():
+            return f"{folder} is not a folder (a file: store is a folder of runs)"
+        if not here.is_dir() or not os.access(here, os.W_OK):
+            return f"cannot write to {here}: it is missing or not writable"
+        return None
+    from mlflow import MlflowClient
+
+    try:
+        with _quick_requests():
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)
+            found = client.get_experiment_by_name(experiment) if experiment else None
+    except Exception as err:  # refused, timed out, an HTTP error, bad credentials, a database that is not there
+        what = "the server does not answer" if scheme in ("http", "https") else "the store does not answer"
+        return f"{what} ({_reason(err)})"
+    if found is not None and found.lifecycle_stage == "deleted":
+        return _deleted(experiment, uri)
+    return None
+
+
+def _deleted(experiment: str, uri: str) -> str:
+    return (f"the experiment {experiment!r} is deleted there; restore it (mlflow experiments restore --experiment-id ID, "
+            f"with MLFLOW_TRACKING_URI={uri}) or set mlflow.experiment in params.yaml to another name")
+
+
+def _sqlite_problem(path: Path, experiment: str | None) -> str | None:
+    if path.exists() and not path.is_file():
+        return f"{path} is not a file"
+    if not path.exists():
+        if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
             return f"cannot create {path}: its folder {path.parent} is missing or not writable"
         return None
-    if uri.startswith(("http://", "https://")):
-        from mlflow import MlflowClient
-
+    damaged = f"move it aside (mv {path} {path}.broken) to start a new one"
+    with path.open("rb") as f:
+        header = f.read(16)
+    if header and header != b"SQLite format 3\x00":
+        return f"{path} is not an SQLite database; {damaged}"
+    if not os.access(path, os.W_OK):
+        return f"{path} is not writable"
+    if not header:
+        return None  # an empty file: SQLite makes it a database
+    try:
+        # Read-only, and every page read: a truncated or damaged file fails here, not mid-stage.
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=PROBE_TIMEOUT_S)
         try:
-            with _quick_requests():
-                MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
-        except Exception as err:  # refused, timed out, an HTTP error, bad credentials
-            return f"the server does not answer ({_reason(err)})"
-        return None
-    return None  # other stores (file:, databricks, SQL servers): MLflow reports their problems itself
+            verdict = connection.execute("PRAGMA quick_check").fetchall()
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            stage = None
+            if experiment and "experiments" in tables:
+                row = connection.execute("SELECT lifecycle_stage FROM experiments WHERE name = ?", (experiment,)).fetchone()
+                stage = row[0] if row else None
+        finally:
+            connection.close()
+    except sqlite3.Error as err:
+        return f"{path} is damaged ({err}); {damaged}"
+    if verdict != [("ok",)]:
+        return f"{path} is damaged (SQLite integrity check: {verdict[0][0]}); {damaged}"
+    if stage == "deleted":
+        return _deleted(experiment, f"sqlite:///{path}")
+    return None
 
 
 def _reason(err: Exception) -> str:
@@ -101,24 +160,27 @@ def _reason(err: Exception) -> str:
     return f"{type(err).__name__}: {cause[:240]}"
 
 
-def preflight() -> None:
-    """Fail before any work when tracking is on and its store cannot be used."""
+def preflight(experiment: str | None = None) -> None:
+    """Fail before any work when tracking is on and its store (or the experiment) cannot be used."""
     if not enabled():
         return
     uri = tracking_uri()
-    reason = problem(uri)
+    reason = problem(uri, experiment)
     if reason is not None:
-        raise TrackingError(f"MLflow tracking at {uri} cannot be used: {reason}; {_fix(uri)}")
+        # A server's problem is the server's; the other reasons say their own way out.
+        way_out = _fix(uri) if uri.startswith(("http://", "https://")) else f"or run without tracking: {OPT_OUT}=off dvc repro"
+        raise TrackingError(f"MLflow tracking at {uri} cannot be used: {reason}; {way_out}")
 
 
 @contextlib.contextmanager
 def _guard(uri: str):
     """MLflow failures during a stage become one TrackingError naming the URI and the opt-out."""
     from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
 
     try:
         yield
-    except (MlflowException, OSError) as err:
+    except (MlflowException, SQLAlchemyError, sqlite3.Error, OSError) as err:
         text = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
         raise TrackingError(f"MLflow tracking at {uri} failed ({text}); {_fix(uri)}") from None
 
@@ -138,6 +200,39 @@ def execution_key(params_path: Path) -> str:
     digest.update(_git_head().encode())
     digest.update(os.environ.get("DVC_EXP_NAME", "").encode())
     return digest.hexdigest()[:16]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def end_stale_runs(client, experiment_id: str) -> list[str]:
+    """End as KILLED the stage runs left RUNNING by a process of this machine that is gone (killed mid-stage).
+
+    Only runs that name their host and process (fitnas.host, fitnas.pid) are touched, and only
+    from the same host: a run of another machine, or of a live process, may still be running.
+    """
+    host = socket.gethostname()
+    ended = []
+    stale = client.search_runs(
+        [experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.`fitnas.host` = '{host}'", max_results=1000
+    )
+    for run in stale:
+        pid = run.data.tags.get("fitnas.pid", "")
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        client.set_tag(run.info.run_id, "fitnas.ended", f"process {pid} had ended without closing the run; closed by the next execution")
+        client.set_terminated(run.info.run_id, "KILLED")
+        ended.append(run.info.run_id)
+    if ended:
+        print(f"[mlflow] ended {len(ended)} run(s) left RUNNING by a killed stage as KILLED: {', '.join(ended)}")
+    return ended
 
 
 class StageRun:
@@ -219,12 +314,15 @@ class stage_run:
         with _guard(uri):
             client = MlflowClient(tracking_uri=uri)
             experiment_id = self._experiment(client, uri)
+            end_stale_runs(client, experiment_id)
             key = execution_key(self.params_path)
             parent_id = self._parent(client, experiment_id, key)
             child = client.create_run(
                 experiment_id,
                 run_name=self.stage,
-                tags={"mlflow.parentRunId": parent_id, "fitnas.stage": self.stage, "fitnas.execution": key},
+                tags={"mlflow.parentRunId": parent_id, "fitnas.stage": self.stage, "fitnas.execution": key,
+                      # who runs it: the next execution ends the run as KILLED if this process dies without closing it
+                      "fitnas.host": socket.gethostname(), "fitnas.pid": str(os.getpid())},
             )
         self.run = StageRun(client, child.info.run_id, parent_id, uri)
         print(f"[mlflow] {self.stage}: run {child.info.run_id} in parent {parent_id} at {uri}")
@@ -244,6 +342,8 @@ class stage_run:
     def _experiment(self, client, uri: str) -> str:
         name = self.params.mlflow.experiment
         found = client.get_experiment_by_name(name)
+        if found is not None and found.lifecycle_stage == "deleted":
+            raise TrackingError(f"MLflow tracking at {uri} cannot be used: {_deleted(name, uri)}")
         if found is not None:
             return found.experiment_id
         artifacts = None

@@ -99,3 +99,20 @@ def test_a_table_without_the_truth_column_is_a_clear_error(tmp_path):
 def test_unknown_predictor_is_refused(table, tmp_path):
     with pytest.raises(SystemExit, match="xgboost"):
         bench.main([str(table), "--predictors", "gcn,xgboost", "--out", str(tmp_path)])
+
+
+def test_noise_n_0_skips_the_noise_study_and_still_writes_the_summary(table, tmp_path):
+    """`--noise-n 0` ("0 skips it") crashed writing the markdown (issue 18); with the other options at tiny settings."""
+    report = bench.main([str(table), "--sizes", "20", "--seeds", "1", "--predictors", "params,rf", "--noise-n", "0",
+                         "--noise-tau", "0.5", "--epochs", "2", "--ensemble", "1", "--jobs", "1", "--out", str(tmp_path)])
+    assert report["noise"] is None and {r["study"] for r in report["runs"]} == {"size"}
+    assert {r["predictor"] for r in report["runs"]} == {"params", "rf"}
+    markdown = (tmp_path / "predictors.md").read_text()
+    assert "| rf | 20 |" in markdown and "Noise study" not in markdown
+    assert (tmp_path / "predictors.png").is_file()
+
+
+def test_noise_tau_sets_the_noisy_values_own_tau(table, tmp_path):
+    report = bench.main([str(table), "--sizes", "20", "--seeds", "1", "--predictors", "params", "--noise-n", "30",
+                         "--noise-tau", "0.4", "--jobs", "1", "--out", str(tmp_path)])
+    assert report["noise"]["target_tau"] == 0.4 and report["noise"]["noisy_tau"] == pytest.approx(0.4, abs=0.03)

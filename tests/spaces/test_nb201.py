@@ -214,5 +214,5 @@ def test_supernet_paths_share_weights_with_standalone_networks():
 
 
 def test_size_is_the_number_of_distinct_networks():
-    # params.yaml is checked against size() at load, without building the classes.
-    assert nb201.size() == len(nb201.distinct()) == 5260
+    # params.yaml is checked against size at load, without building the classes.
+    assert nb201.SPACE.size == len(nb201.distinct()) == len(nb201.SPACE.enumerate()) == 5260

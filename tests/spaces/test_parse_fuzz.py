@@ -144,7 +144,7 @@ def searched_space_project(space, folder):
     (folder / "models").mkdir(exist_ok=True)
     torch.save(gcn_state(predictor), folder / "models" / "predictor.pt")
     splits.save_split(folder / "data/prepared/val.pt", np.zeros((4, 28, 28)), np.arange(4), [str(i) for i in range(10)])
-    return ["--config", str(folder / "params.yaml")]
+    return ["--params", str(folder / "params.yaml")]
 
 
 @pytest.mark.parametrize("space", spaces_with_parsers())
@@ -161,7 +161,9 @@ def test_describe_gives_a_clean_error_or_a_valid_arch(space, table_dir, monkeypa
         arch = check_parse(space, text)
         canonical = space.to_str(space.canonical(arch)) if arch is not None else space.to_str(space.random_cell(random.Random(0)))
         pd.DataFrame({"arch": [canonical], "predicted_acc": [0.5], "flops_M": [1.0], "params_M": [0.1]}).to_csv(table, index=False)
-        result = runner.invoke(app, ["describe", "--table", str(table), "--space", space.NAME, *extra, "--", text])
+        # --table applies to a tabulated space only (a searched one refuses it)
+        source = ["--table", str(table)] if strategies.tabulated(space) else []
+        result = runner.invoke(app, ["describe", *source, "--space", space.NAME, *extra, "--", text])
         assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
         assert "Traceback" not in result.output
         if arch is None:

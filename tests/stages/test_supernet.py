@@ -90,3 +90,15 @@ def test_two_processes_match_one_on_the_same_global_batch(supernet_project):
     runs = client.search_runs([experiment.experiment_id], "tags.`fitnas.stage` = 'supernet'", order_by=["attributes.start_time DESC"])
     assert runs[0].data.params["processes"] == "2" and runs[0].info.status == "FINISHED"
     assert sum(r.data.params.get("processes") == "2" for r in runs) == 1
+
+
+def test_the_threads_param_not_the_environment_decides_the_weights(supernet_project):
+    """`threads` in params.yaml sets torch's threads whatever OMP_NUM_THREADS says, so a machine whose default
+    is 2 threads reproduces the reference run bit for bit (issue 18)."""
+    project = supernet_project
+    fresh_outputs(project)
+    run(stage_command("supernet"), project, env_extra={"OMP_NUM_THREADS": "2", "FITNAS_TRACKING": "off"})
+    assert_same_as_reference(project)
+    import json
+
+    assert json.loads((project / "metrics/supernet.json").read_text())["threads"] == 1

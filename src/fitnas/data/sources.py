@@ -496,8 +496,15 @@ def load_npz(path: Path) -> Dataset:
     if "classes" in arrays:
         classes = [str(c) for c in np.atleast_1d(arrays["classes"]).tolist()]
     else:
-        top = max(int(images[part][1].max(initial=0)) for part in images)
-        classes = [str(k) for k in range(top + 1)]
+        # Without names, K is the number of distinct training labels, and they must be 0..K-1: labels
+        # 1,000,000-1,000,002 are three classes numbered wrongly, not a million classes.
+        used = np.unique(images["train"][1])
+        k = len(used)
+        for part, (_, y) in images.items():
+            if len(y) and (y.min() < 0 or y.max() >= k):
+                raise DataError(f"{path}: y_{part} labels out of range ({int(y.min())}..{int(y.max())}); without a "
+                                f"classes array the {k} training classes must be numbered 0..{k - 1}")
+        classes = [str(c) for c in range(k)]
     return Dataset(*images["train"], *images["test"], classes, f"{path}")
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fitnas.checkpoints import damaged
 from fitnas.errors import DataError
 
 
@@ -122,7 +123,7 @@ def load_split(path: str | Path) -> Split:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged archive
-        raise DataError(f"{path} is unreadable ({exc}); {fix}") from exc
+        raise DataError(f"{damaged(path, exc)}; {fix}") from None
 
     if not isinstance(data, dict) or not {"images", "labels", "classes"} <= data.keys():
         raise DataError(f"{path} is not a saved split (missing keys); {fix}")
