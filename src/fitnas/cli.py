@@ -233,7 +233,7 @@ def _describe_searched(space, p, arch: str) -> None:
     typer.echo(f"params:        {costs.params(parsed):.4f} M")
     if _latency_path().is_file():
         typer.echo(f"latency:       {read_table(_latency_path(), space)(parsed):.3f} ms  (latency table)")
-    typer.echo(f"predicted acc: {predictor.query([parsed])[0]:.4f}  (fitted {predictor.name} predictor; {space.size:.3g} networks in the space)")
+    typer.echo(f"predicted acc: {predictor.query([parsed])[0]:.4f}  (fitted {'graph network' if predictor.name == 'gcn' else predictor.name + ' predictor'}; {space.size:.3g} networks in the space)")
 
 
 @app.command(rich_help_panel="Set-up")
