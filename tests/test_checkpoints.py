@@ -102,7 +102,8 @@ def test_pickled_objects_are_refused_not_run(tmp_path, monkeypatch):
 @pytest.mark.parametrize("content", [b"garbage, not a checkpoint\n" * 40, b"\x80\x02}q\x00." + os.urandom(64), b"PK\x03\x04" + b"\0" * 90])
 def test_a_garbage_checkpoint_gets_our_message_never_the_unsafe_advice(tmp_path, content):
     """torch's own text is many lines and suggests weights_only=False (issue 18)."""
-    from fitnas.errors import DataError, load_split
+    from fitnas.data.splits import load_split
+    from fitnas.errors import DataError
 
     path = tmp_path / "supernet.pt"
     path.write_bytes(content)
