@@ -139,3 +139,14 @@ def test_every_proxy_runs_on_a_space_network_and_ranks_a_real_cell_above_an_empt
 def test_unknown_proxy_is_refused():
     with pytest.raises(ValueError, match="flops"):
         zerocost.score_all(nn.ReLU(), torch.zeros(1, 1), torch.zeros(1), proxies=("flops",))
+
+
+def test_score_archs_gives_one_value_per_arch_and_one_init_per_build():
+    shape = nb201.NetworkShape(channels=2, cells=1, in_channels=1, num_classes=3)
+    x = torch.randn(4, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([0, 1, 2, 0])
+    cell = nb201.parse(nb201.EXAMPLE)
+    scores = zerocost.score_archs([cell, (nb201.SKIP,) * 6, cell], lambda a: nb201.build(a, shape), x, labels,
+                                  proxies=("synflow", "grad_norm"))
+    assert set(scores) == {"synflow", "grad_norm"} and scores["synflow"].shape == (3,)
+    assert scores["synflow"][0] == scores["synflow"][2] and scores["grad_norm"][0] == scores["grad_norm"][2]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -190,3 +190,27 @@ def score_all(
             else:
                 out[name] = snip(model, inputs, targets)
     return out
+
+
+def score_archs(
+    archs: Sequence[tuple[int, ...]],
+    build: Callable[[tuple[int, ...]], nn.Module],
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    proxies: tuple[str, ...] = PROXIES,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Each proxy for many architectures: `build(arch)` makes each network, initialised from `seed`.
+
+    Every network starts from the same seeded random state, so two builds of
+    one arch get one initialisation and one score; pass canonical archs to
+    score each distinct network once. Returns one array per proxy, in arch order.
+    """
+    out: dict[str, list[float]] = {name: [] for name in proxies}
+    for arch in archs:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = build(tuple(arch))
+        for name, value in score_all(model, inputs, targets, proxies, seed).items():
+            out[name].append(value)
+    return {name: np.asarray(values, dtype=float) for name, values in out.items()}
