@@ -286,7 +286,7 @@ def plot(summary: pd.DataFrame, path: Path) -> None:
         style = dict(linewidth=2.5) if method == "multifidelity" else dict(linewidth=1, alpha=0.8)
         dashed = "--" if method in FIXED_ROWS or method == "gcn_low" else "-"
         ax.errorbar(part.k, part.kendall_tau_mean, yerr=part.kendall_tau_std, marker="o", capsize=3,
-                    linestyle=dashed, color=f"C{i % 10}", label=method, **style)
+                    linestyle=dashed, color="black" if method == "multifidelity" else plt.cm.tab20(i % 20), label=method, **style)
     ax.set_xscale("log")
     ax.set(xlabel="true trainings K (log scale)", ylabel="Kendall tau over every cell",
            title="NAS-Bench-201: low fidelity (12 epochs) on many cells + K truths")
