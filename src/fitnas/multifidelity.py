@@ -11,9 +11,10 @@ them does not remove it. A few stand-alone ("true") accuracies can correct it.
    knows the signal's structure over the whole space.
 2. **Fine-tune** each expert on the K truths, two ways: the readout head
    only (`"head"`: the message-passing layers learned from many architectures
-   which ops and paths matter; a few truths re-weight that, the better choice
-   at K=25) and every weight at a lower learning rate (`"all"`: better from
-   K=50 on). Each way is its own candidate, named `signal:head`, `signal:all`.
+   which ops and paths matter; a few truths re-weight that: +0.01 at K=25 on
+   NAS-Bench-201) and every weight at a lower learning rate (`"all"`; the two
+   tie from K=50 on, bench/README.md). Each way is its own candidate, named
+   `signal:head`, `signal:all`.
 3. **Stack**: the fine-tuned experts, a graph network trained on the truths
    alone, and any free signals (FLOPs, params, zero-cost proxies: functions of
    the architecture) are combined by a weighted average of their quantiles.
