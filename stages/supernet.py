@@ -77,10 +77,14 @@ def train_supernet(p: config.Params, params_path: str, world: distributed.World)
             def sample_path(step: int, epoch: int = epoch) -> None:
                 net.set_arch(train_module.single_path(space, p.seed, epoch, step))
 
+            def fair(step: int, epoch: int = epoch) -> list:
+                return train_module.fair_paths(space, p.seed, epoch, step)
+
+            uniform = cfg.sampling == "uniform"
             train_loss, train_acc = resumable_epoch(
                 lambda: train_epoch(
-                    net, batches, optimizer, scheduler, sample_path, desc=f"supernet epoch {epoch}/{cfg.epochs}",
-                    world=world, stop=stop, state=partial,
+                    net, batches, optimizer, scheduler, sample_path if uniform else None, desc=f"supernet epoch {epoch}/{cfg.epochs}",
+                    world=world, stop=stop, state=partial, paths=None if uniform else fair,
                 ),
                 epoch=epoch, save_before=lambda: save(epoch - 1, partial), checkpoint=resume.path,
                 lr_setting=f"supernet.lr is {cfg.lr}", world=world,

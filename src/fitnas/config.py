@@ -89,6 +89,9 @@ class Supernet(Section):
     lr: PositiveFloat = 0.1
     momentum: StrictFloat = Field(0.9, ge=0, lt=1)
     weight_decay: StrictFloat = Field(5e-4, ge=0)
+    # uniform: one random path per step (SPOS). fair: FairNAS's strict fairness, every op of every slot
+    # once per step (5 paths on nb201, their gradients averaged): 5x the compute of an epoch.
+    sampling: Literal["uniform", "fair"] = "uniform"
 
 
 class Sample(Section):

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import resume_files, run, run_and_signal, stage_command
+from conftest import resume_files, run, run_and_signal, stage_command, stage_project
 
 pytestmark = pytest.mark.slow
 
@@ -102,3 +102,12 @@ def test_the_threads_param_not_the_environment_decides_the_weights(supernet_proj
     import json
 
     assert json.loads((project / "metrics/supernet.json").read_text())["threads"] == 1
+
+
+def test_strict_fairness_trains_a_supernet_the_sample_stage_scores(tmp_path):
+    project = stage_project(tmp_path / "fair", {"supernet": {"epochs": 1, "sampling": "fair"}, "sample": {"proxies": []}})
+    result = run(stage_command("supernet"), project)
+    assert "supernet epoch 1/1" in result.stdout
+    run(stage_command("sample"), project)
+    table = pd.read_csv(project / "results/samples.csv")
+    assert len(table) == 12 and table.supernet_acc.between(0, 1).all()
