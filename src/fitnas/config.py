@@ -92,6 +92,9 @@ class Supernet(Section):
     # uniform: one random path per step (SPOS). fair: FairNAS's strict fairness, every op of every slot
     # once per step (5 paths on nb201, their gradients averaged): 5x the compute of an epoch.
     sampling: Literal["uniform", "fair"] = "uniform"
+    # Supernets trained from seeds seed, seed+1000, ...: every score is the mean over them, which
+    # averages away what one supernet prefers (the error all its scores share); K times the cost.
+    ensemble: PositiveInt = 1
 
 
 class Sample(Section):

@@ -111,3 +111,37 @@ def test_strict_fairness_trains_a_supernet_the_sample_stage_scores(tmp_path):
     run(stage_command("sample"), project)
     table = pd.read_csv(project / "results/samples.csv")
     assert len(table) == 12 and table.supernet_acc.between(0, 1).all()
+
+
+def test_an_ensemble_trains_each_member_from_its_seed_and_scores_are_their_mean(tmp_path):
+    import torch
+
+    from fitnas import config, scoring, spaces
+    from fitnas.data.splits import load_split
+
+    project = stage_project(tmp_path / "ensemble", {"supernet": {"epochs": 1, "ensemble": 2}, "sample": {"proxies": []}})
+    result = run(stage_command("supernet"), project)
+    assert "supernet 1/2 epoch 1/1" in result.stdout and "supernet 2/2 epoch 1/1" in result.stdout
+    saved = torch.load(project / "models/supernet.pt", weights_only=True)
+    assert len(saved["members"]) == 1
+    first, second = saved["model"], saved["members"][0]
+    assert any(not torch.equal(first[k], second[k]) for k in first)  # other seed, other weights
+    history = pd.read_csv(project / "metrics/supernet_history.csv")
+    assert sorted(history.member) == [0, 1]
+    assert not resume_files(project)
+
+    # The ensemble's score is the mean of its members' scores, each calibrated on the same batches.
+    p = config.load(project / "params.yaml")
+    space = spaces.get(p.space)
+    train, val = load_split(project / "data/prepared/train.pt"), load_split(project / "data/prepared/val.pt")
+    device = torch.device("cpu")
+    both = scoring.SupernetScorer(p, space, device, train, val, saved, project / "models/supernet.pt")
+    alone = [scoring.SupernetScorer(p, space, device, train, val, {**saved, "model": weights, "members": []}, project)
+             for weights in (first, second)]
+    from fitnas.spaces import nb201
+
+    arch = nb201.parse(nb201.EXAMPLE)
+    loss, acc = both.score(arch, 3)
+    members = [scorer.score(arch, 3) for scorer in alone]
+    assert acc == pytest.approx(sum(m[1] for m in members) / 2)
+    assert loss == pytest.approx(sum(m[0] for m in members) / 2)
