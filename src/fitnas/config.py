@@ -95,6 +95,10 @@ class Supernet(Section):
     # Supernets trained from seeds seed, seed+1000, ...: every score is the mean over them, which
     # averages away what one supernet prefers (the error all its scores share); K times the cost.
     ensemble: PositiveInt = 1
+    # Few-shot NAS (Zhao et al.): after training, one sub-supernet per op of this slot (an edge of the
+    # NAS-Bench-201 cell, 0-5; a layer of the chain), each trained few_shot_epochs more on its paths only.
+    few_shot_slot: Optional[Annotated[int, Strict(), annotated_types.Ge(0)]] = None
+    few_shot_epochs: PositiveInt = 2
 
 
 class Sample(Section):

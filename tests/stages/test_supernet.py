@@ -145,3 +145,35 @@ def test_an_ensemble_trains_each_member_from_its_seed_and_scores_are_their_mean(
     members = [scorer.score(arch, 3) for scorer in alone]
     assert acc == pytest.approx(sum(m[1] for m in members) / 2)
     assert loss == pytest.approx(sum(m[0] for m in members) / 2)
+
+
+def test_few_shot_splits_the_supernet_by_one_slot_and_scores_with_the_matching_shot(tmp_path):
+    import torch
+
+    from fitnas import config, scoring, spaces
+    from fitnas.data.splits import load_split
+    from fitnas.spaces import nb201
+
+    project = stage_project(tmp_path / "fewshot", {"supernet": {"epochs": 1, "few_shot_slot": 2, "few_shot_epochs": 1},
+                                                   "sample": {"proxies": []}})
+    result = run(stage_command("supernet"), project)
+    assert "supernet shot nor_conv_3x3 epoch 1/1" in result.stdout
+    saved = torch.load(project / "models/supernet.pt", weights_only=True)
+    shots = saved["few_shot"]
+    assert shots["slot"] == 2 and shots["ops"] == list(range(len(nb201.OPS))) and len(shots["models"][0]) == 5
+    assert not resume_files(project)
+
+    p = config.load(project / "params.yaml")
+    space = spaces.get(p.space)
+    train, val = load_split(project / "data/prepared/train.pt"), load_split(project / "data/prepared/val.pt")
+    device = torch.device("cpu")
+    scorer = scoring.SupernetScorer(p, space, device, train, val, saved, project / "models/supernet.pt")
+    arch = nb201.parse(nb201.EXAMPLE)  # slot 2 takes avg_pool_3x3
+    own = {**saved, "model": shots["models"][0][arch[2]]}
+    del own["few_shot"]
+    alone = scoring.SupernetScorer(p, space, device, train, val, own, project / "models/supernet.pt")
+    assert scorer.score(arch, 1) == alone.score(arch, 1)
+
+    bad = stage_project(tmp_path / "badslot", {"supernet": {"few_shot_slot": 6}})
+    failed = run(stage_command("supernet"), bad, check=False)
+    assert failed.returncode != 0 and "supernet.few_shot_slot = 6, but space 'nb201' has slots 0-5" in failed.stderr
