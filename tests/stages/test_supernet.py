@@ -116,8 +116,7 @@ def test_strict_fairness_trains_a_supernet_the_sample_stage_scores(tmp_path):
 def test_an_ensemble_trains_each_member_from_its_seed_and_scores_are_their_mean(tmp_path):
     import torch
 
-    from fitnas import config, scoring, spaces
-    from fitnas.data.splits import load_split
+    from fitnas.spaces import nb201
 
     project = stage_project(tmp_path / "ensemble", {"supernet": {"epochs": 1, "ensemble": 2}, "sample": {"proxies": []}})
     result = run(stage_command("supernet"), project)
@@ -131,15 +130,8 @@ def test_an_ensemble_trains_each_member_from_its_seed_and_scores_are_their_mean(
     assert not resume_files(project)
 
     # The ensemble's score is the mean of its members' scores, each calibrated on the same batches.
-    p = config.load(project / "params.yaml")
-    space = spaces.get(p.space)
-    train, val = load_split(project / "data/prepared/train.pt"), load_split(project / "data/prepared/val.pt")
-    device = torch.device("cpu")
-    both = scoring.SupernetScorer(p, space, device, train, val, saved, project / "models/supernet.pt")
-    alone = [scoring.SupernetScorer(p, space, device, train, val, {**saved, "model": weights, "members": []}, project)
-             for weights in (first, second)]
-    from fitnas.spaces import nb201
-
+    both = _scorer(project, saved)
+    alone = [_scorer(project, {**saved, "model": weights, "members": []}) for weights in (first, second)]
     arch = nb201.parse(nb201.EXAMPLE)
     loss, acc = both.score(arch, 3)
     members = [scorer.score(arch, 3) for scorer in alone]
@@ -150,8 +142,6 @@ def test_an_ensemble_trains_each_member_from_its_seed_and_scores_are_their_mean(
 def test_few_shot_splits_the_supernet_by_one_slot_and_scores_with_the_matching_shot(tmp_path):
     import torch
 
-    from fitnas import config, scoring, spaces
-    from fitnas.data.splits import load_split
     from fitnas.spaces import nb201
 
     project = stage_project(tmp_path / "fewshot", {"supernet": {"epochs": 1, "few_shot_slot": 2, "few_shot_epochs": 1},
@@ -163,17 +153,25 @@ def test_few_shot_splits_the_supernet_by_one_slot_and_scores_with_the_matching_s
     assert shots["slot"] == 2 and shots["ops"] == list(range(len(nb201.OPS))) and len(shots["models"][0]) == 5
     assert not resume_files(project)
 
-    p = config.load(project / "params.yaml")
-    space = spaces.get(p.space)
-    train, val = load_split(project / "data/prepared/train.pt"), load_split(project / "data/prepared/val.pt")
-    device = torch.device("cpu")
-    scorer = scoring.SupernetScorer(p, space, device, train, val, saved, project / "models/supernet.pt")
+    scorer = _scorer(project, saved)
     arch = nb201.parse(nb201.EXAMPLE)  # slot 2 takes avg_pool_3x3
     own = {**saved, "model": shots["models"][0][arch[2]]}
     del own["few_shot"]
-    alone = scoring.SupernetScorer(p, space, device, train, val, own, project / "models/supernet.pt")
+    alone = _scorer(project, own)
     assert scorer.score(arch, 1) == alone.score(arch, 1)
 
     bad = stage_project(tmp_path / "badslot", {"supernet": {"few_shot_slot": 6}})
     failed = run(stage_command("supernet"), bad, check=False)
     assert failed.returncode != 0 and "supernet.few_shot_slot = 6, but space 'nb201' has slots 0-5" in failed.stderr
+
+
+def _scorer(project, saved: dict):
+    """The sample stage's scorer for this checkpoint dict, on the stage folder's data."""
+    import torch
+
+    from fitnas import config, scoring, spaces
+    from fitnas.data.splits import load_split
+
+    p = config.load(project / "params.yaml")
+    train, val = load_split(project / "data/prepared/train.pt"), load_split(project / "data/prepared/val.pt")
+    return scoring.SupernetScorer(p, spaces.get(p.space), torch.device("cpu"), train, val, saved, project / "models/supernet.pt")
