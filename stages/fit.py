@@ -109,7 +109,8 @@ def main(params_path: str = "params.yaml") -> None:
     write_json(METRICS / "fit.json", metrics)
     scatter = plots.predicted_vs_measured(holdout, {k: report[k] for k in seconds}, PLOTS / "fit_scatter.png")
     with stage_run("fit", p, params_path) as run:
-        run.log_params({f"predictor.{k}": v for k, v in cfg.model_dump().items()})
+        run.log_params({f"predictor.{k}": v for k, v in cfg.model_dump().items()}
+                       | {"fit.lookup_predictor": predictor.name, "fit.anchors": len(anchors)})
         run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         run.log_metrics({f"fit.{cfg.kind}.kendall_tau": report[cfg.kind]["kendall_tau"]}, to_parent=True)
         run.log_artifact(scatter)
