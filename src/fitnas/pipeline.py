@@ -157,7 +157,12 @@ def read_anchors(path: Path, space, minimum: int):
     """Networks trained alone and their accuracy (fractions in [0, 1]); no rows when the file has none.
 
     `minimum`: the fewest rows a fusion can cross-validate its weights on; between one and that many is refused.
+    A missing file is no anchors too (stages run by hand, outside the project; `dvc repro` needs the file).
     """
+    import pandas as pd
+
+    if not path.exists():
+        return pd.DataFrame({"arch": pd.Series(dtype=str), "accuracy": pd.Series(dtype=float)})
     fix = f"list arch,accuracy rows (at least {minimum}) or leave only the header line"
     table = _read_table(path, {"arch", "accuracy"}, fix)
     _check_archs(path, table, space, fix)
