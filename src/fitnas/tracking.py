@@ -26,6 +26,11 @@ from urllib.parse import urlparse
 from fitnas.config import Params, flatten
 from fitnas.errors import TrackingError
 
+# When this stage's process started (this module is imported as the stage starts): runs span the
+# stage's work, not only the moment it logs, so the parent's duration spans the pipeline.
+STARTED_MS = int(time.time() * 1000)
+# MLflow's UI opens an experiment in its GenAI view (traces, token usage) unless this tag says otherwise.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 DEFAULT_URI_FILE = "mlflow.db"
 OPT_OUT = "FITNAS_TRACKING"  # =off: run the stages without MLflow
 PROBE_TIMEOUT_S = 30  # a refused connection fails at once; this bounds a server that accepts but hangs
@@ -269,6 +274,32 @@ class StageRun:
                     self.client.set_tag(self.parent_id, key, value)
 
 
+    def register_model(self, name: str, code: Path, artifacts: dict[str, str], signature, example, metadata: dict,
+                       requirements: list[str], tags: dict[str, str]) -> str:
+        """Log a pyfunc MLflow Model (models from code: the file `code`) in the parent run; register it under `name`.
+
+        A new version per call, tagged with `tags`; the version and the runs name each other. Returns
+        the new version's number.
+        """
+        import mlflow
+
+        with _guard(self.uri):
+            mlflow.set_tracking_uri(self.uri)
+            # In the parent run: the version belongs to the pipeline execution, not to one stage.
+            with mlflow.start_run(run_id=self.parent_id):
+                info = mlflow.pyfunc.log_model(
+                    name="model", python_model=str(code), artifacts=artifacts, signature=signature,
+                    input_example=example, metadata=metadata, pip_requirements=requirements,
+                    registered_model_name=name,
+                )
+            version = str(info.registered_model_version)
+            for key, value in tags.items():
+                self.client.set_model_version_tag(name, version, key, value)
+            for run_id in (self.parent_id, self.run_id):
+                self.client.set_tag(run_id, "fitnas.model_version", f"models:/{name}/{version}")
+        return version
+
+
 class NullRun(StageRun):
     """Where a stage logs when tracking is off: nowhere."""
 
@@ -286,6 +317,10 @@ class NullRun(StageRun):
 
     def set_tags(self, tags: dict[str, str], to_parent: bool = False) -> None:
         pass
+
+    def register_model(self, name: str, code: Path, artifacts: dict[str, str], signature, example, metadata: dict,
+                       requirements: list[str], tags: dict[str, str]) -> None:
+        return None
 
 
 class stage_run:
@@ -319,6 +354,7 @@ class stage_run:
             parent_id = self._parent(client, experiment_id, key)
             child = client.create_run(
                 experiment_id,
+                start_time=STARTED_MS,
                 run_name=self.stage,
                 tags={"mlflow.parentRunId": parent_id, "fitnas.stage": self.stage, "fitnas.execution": key,
                       # who runs it: the next execution ends the run as KILLED if this process dies without closing it
@@ -338,6 +374,9 @@ class stage_run:
             status = "KILLED" if stopped else "FAILED"
         with _guard(self.run.uri):
             self.run.client.set_terminated(self.run.run_id, status)
+            # The parent ends when its last stage ends (and says how that stage ended), so its duration
+            # is the pipeline's: from the first stage's start to the last one's end.
+            self.run.client.set_terminated(self.run.parent_id, status)
 
     def _experiment(self, client, uri: str) -> str:
         name = self.params.mlflow.experiment
@@ -345,11 +384,13 @@ class stage_run:
         if found is not None and found.lifecycle_stage == "deleted":
             raise TrackingError(f"MLflow tracking at {uri} cannot be used: {_deleted(name, uri)}")
         if found is not None:
+            if EXPERIMENT_KIND[0] not in found.tags:  # an experiment made by an older fitnas: tell the UI too
+                client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND)
             return found.experiment_id
         artifacts = None
         if uri.startswith("sqlite:///") and "MLFLOW_TRACKING_URI" not in os.environ:
             artifacts = Path("mlruns").resolve().as_uri()
-        return client.create_experiment(name, artifact_location=artifacts)
+        return client.create_experiment(name, artifact_location=artifacts, tags=dict([EXPERIMENT_KIND]))
 
     def _parent(self, client, experiment_id: str, key: str) -> str:
         parents = client.search_runs(
@@ -372,7 +413,7 @@ class stage_run:
         exp_name = os.environ.get("DVC_EXP_NAME")
         run_name = exp_name or time.strftime("repro-%Y%m%d-%H%M%S")
         parent = client.create_run(
-            experiment_id, run_name=run_name, tags={"fitnas.execution": key, "fitnas.role": "parent"}
+            experiment_id, run_name=run_name, start_time=STARTED_MS, tags={"fitnas.execution": key, "fitnas.role": "parent"}
         )
         for dotted, value in flatten(self.params).items():
             client.log_param(parent.info.run_id, dotted, "null" if value is None else value)
