@@ -4,6 +4,7 @@ One process or several under torchrun, like the supernet; a stopped or killed ru
 last checkpoint when started again.
 """
 
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -139,7 +140,10 @@ def register(run, p: config.Params, onnx_path: Path, meta: dict, test: splits.Sp
     from mlflow.models import infer_signature
 
     example = test.images[:4].numpy()  # real test images, uint8 (N, C, H, W): what the model takes
-    signature = infer_signature(example, serving.Classifier(onnx_path).predict(example))
+    with warnings.catch_warnings():
+        # MLflow hints that an integer column cannot hold missing values; the label column never does.
+        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+        signature = infer_signature(example, serving.Classifier(onnx_path).predict(example))
     name = p.mlflow.registered_name()
     tags = {"arch": final["arch"], "space": meta["space"], "flops_M": f"{final['flops_M']:.4f}",
             "params_M": f"{final['params_M']:.4f}", "test_acc": f"{final['test_acc']:.4f}",

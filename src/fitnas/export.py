@@ -14,6 +14,7 @@ import logging
 import os
 import statistics
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +37,10 @@ def export_onnx(net: nn.Module, input_shape: tuple[int, int, int], path: Path, m
     model = copy.deepcopy(net).cpu().eval()
     example = torch.zeros(2, *input_shape)  # batch 2: a batch of 1 would be specialised away by torch.export
     batch = torch.export.Dim("batch", min=1)
-    program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=({0: batch},),
-                                input_names=[INPUT], output_names=[OUTPUT], verbose=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.export's own deprecation notice (LeafSpec), not ours
+        program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=({0: batch},),
+                                    input_names=[INPUT], output_names=[OUTPUT], verbose=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part")

@@ -89,7 +89,8 @@ class FitnasModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         self.classifier = Classifier(context.artifacts["onnx"])
 
-    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+    # np.ndarray: a type hint MLflow infers no schema from, so the logged signature (a uint8 tensor) governs.
+    def predict(self, context, model_input: np.ndarray, params=None) -> pd.DataFrame:
         return self.classifier.predict(np.asarray(model_input))
 
 
