@@ -4,6 +4,7 @@ One process or several under torchrun, like the supernet; a stopped or killed ru
 last checkpoint when started again.
 """
 
+import json
 import warnings
 from pathlib import Path
 
@@ -124,6 +125,13 @@ def retrain(p: config.Params, params_path: str, world: distributed.World) -> Non
               f"in PyTorch, {latency['measured_onnx_ms']:.3f} ms in onnxruntime (batch {p.latency.batch_size}, "
               f"{p.latency.threads or 'default'} thread(s))")
         run.log_metrics({k: v for k, v in final.items() if isinstance(v, float)}, to_parent=True)
+        fitted = METRICS / "fit.json"  # the fit this choice came from; a `dvc exp run` of a budget skips it
+        if fitted.is_file():
+            tau = f"{p.predictor.kind}.kendall_tau"
+            report = json.loads(fitted.read_text())
+            if isinstance(report.get(tau), float):
+                # So every execution's parent has the headline columns, the fit's tau included.
+                run.log_metrics({f"fit.{tau}": report[tau]}, to_parent=True)
         run.set_tags({"final_arch": final["arch"]}, to_parent=True)
         run.log_artifact(curves)
         run.log_artifact(FINAL_MODEL)
@@ -156,6 +164,7 @@ def register(run, p: config.Params, onnx_path: Path, meta: dict, test: splits.Sp
     )
     if version is not None:
         print(f"retrain: registered models:/{name}/{version} (mlflow.pyfunc.load_model loads it without fitnas)")
+        print(f"[mlflow] the runs with their headline metrics: {run.ui_link()}")
 
 
 if __name__ == "__main__":
