@@ -190,6 +190,14 @@ def test_what_the_ui_shows_reads_the_same_through_the_client(server, tracked):
     headline = {"test_acc", "flops_M", "params_M", "latency_ms", "measured_onnx_ms", "measured_torch_ms", "fit.gcn.kendall_tau"}
     assert headline <= set(parent.data.metrics)
     assert parent.data.metrics["test_acc"] == pytest.approx(json_of(tracked[0], "final")["test_acc"])
+    # The runs table's columns: the view the printed link opens (?viewStateShareKey=fitnas-headline).
+    import json
+
+    view = json.loads(experiment.tags["mlflow.sharedViewState.fitnas-headline"])
+    assert {f"metrics.`{name}`" for name in headline} <= set(view["selectedColumns"])
+    assert "viewStateShareKey=fitnas-headline&workflowType=machine_learning" in tracked[1]
+    assert "mlflow.pyfunc.load_model('models:/fitnas/VERSION')" in client.get_registered_model("fitnas").description
+    assert client.get_model_version("fitnas", "1").description.startswith(json_of(tracked[0], "final")["arch"])
 
 
 def json_of(project, name: str) -> dict:
