@@ -124,7 +124,8 @@ def retrain(p: config.Params, params_path: str, world: distributed.World) -> Non
         print(f"retrain: test accuracy {test_acc:.4f}; {FINAL_ONNX} written; whole network {latency['measured_torch_ms']:.3f} ms "
               f"in PyTorch, {latency['measured_onnx_ms']:.3f} ms in onnxruntime (batch {p.latency.batch_size}, "
               f"{p.latency.threads or 'default'} thread(s))")
-        run.log_metrics({k: v for k, v in final.items() if isinstance(v, float)}, to_parent=True)
+        # Budgets are params already (budget.*); as metrics they only showed as NaN beside a number.
+        run.log_metrics({k: v for k, v in final.items() if isinstance(v, float) and not k.startswith("budget_")}, to_parent=True)
         fitted = METRICS / "fit.json"  # the fit this choice came from; a `dvc exp run` of a budget skips it
         if fitted.is_file():
             tau = f"{p.predictor.kind}.kendall_tau"

@@ -197,7 +197,9 @@ def test_what_the_ui_shows_reads_the_same_through_the_client(server, tracked):
     assert {f"metrics.`{name}`" for name in headline} <= set(view["selectedColumns"])
     assert "viewStateShareKey=fitnas-headline&workflowType=machine_learning" in tracked[1]
     assert "mlflow.pyfunc.load_model('models:/fitnas/VERSION')" in client.get_registered_model("fitnas").description
-    assert client.get_model_version("fitnas", "1").description.startswith(json_of(tracked[0], "final")["arch"])
+    description = client.get_model_version("fitnas", "1").description
+    assert description.startswith(f"Execution {parent.info.run_name}: test accuracy")
+    assert description.endswith(json_of(tracked[0], "final")["arch"])
 
 
 def json_of(project, name: str) -> dict:

@@ -328,11 +328,11 @@ class StageRun:
             self.client.update_registered_model(name, description=(
                 "Final networks of fitnas, one version per pipeline execution (tags: arch, costs, test accuracy). "
                 f"`mlflow.pyfunc.load_model('models:/{name}/VERSION').predict(pixels)`: {metadata.get('input', '')}; "
-                "returns the class name, its probability and every class's (p_<class>). Needs mlflow and onnxruntime, not fitnas."))
+                "returns the class name, its probability and every class's (`p_<class>`). Needs mlflow and onnxruntime, not fitnas."))
             execution = self.client.get_run(self.parent_id).info.run_name
             self.client.update_model_version(name, version, description=(
-                f"{tags.get('arch', '')} from the execution {execution}: test accuracy {tags.get('test_acc', '?')}, "
-                f"{tags.get('flops_M', '?')} MFLOPs, {tags.get('params_M', '?')} M params"))
+                f"Execution {execution}: test accuracy {tags.get('test_acc', '?')}, {tags.get('flops_M', '?')} MFLOPs, "
+                f"{tags.get('params_M', '?')} M params; {tags.get('arch', '')}"))
             for run_id in (self.parent_id, self.run_id):
                 self.client.set_tag(run_id, "fitnas.model_version", f"models:/{name}/{version}")
         return version
