@@ -64,7 +64,7 @@ def _load_mlflow(uri: str) -> Model:
     except Exception as err:  # not registered, no such version, server down: MLflow raises several types
         text = " ".join(str(err).split())[:240]
         raise PredictError(f"cannot load {uri} from the MLflow tracking store {store} ({type(err).__name__}: {text}); "
-                           "list the versions with `mlflow models` or the UI, or set MLFLOW_TRACKING_URI") from None
+                           "see the registered versions in the MLflow UI (Model registry), or set MLFLOW_TRACKING_URI to the store that has them") from None
     meta = dict(loaded.metadata.metadata or {})
     if meta.get("format") != FORMAT:
         raise PredictError(f"{uri} is not a fitnas classifier (its MLmodel metadata has no class names and normalisation)")

@@ -301,7 +301,7 @@ class StageRun:
         """The experiment's runs in MLflow's UI, headline metrics as columns (see ui_path)."""
         if self.uri.startswith(("http://", "https://")):
             return self.uri.rstrip("/") + ui_path(self.experiment_id)
-        return f"http://127.0.0.1:5000{ui_path(self.experiment_id)} after `mlflow ui --backend-store-uri {self.uri}`"
+        return f"`mlflow ui --backend-store-uri {self.uri}`, then http://127.0.0.1:5000{ui_path(self.experiment_id)}"
 
     def register_model(self, name: str, code: Path, artifacts: dict[str, str], signature, example, metadata: dict,
                        requirements: list[str], tags: dict[str, str]) -> str:
