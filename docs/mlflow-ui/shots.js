@@ -1,4 +1,6 @@
-// Screenshots of the MLflow UI for docs/: what a new user sees, the assistant panel closed.
+// Screenshots of the MLflow UI for docs/mlflow-ui.md: what a new user sees, the assistant panel closed.
+// npm install playwright-core; mlflow server --port 5056 --backend-store-uri sqlite:///PROJECT/mlflow.db &
+// node shots.js http://127.0.0.1:5056 '["PARENT_RUN_ID_1", "PARENT_RUN_ID_2"]' OUT_FOLDER   (Chromium: /usr/bin/chromium)
 const { chromium } = require('playwright-core');
 const base = process.argv[2], ids = JSON.parse(process.argv[3]), out = process.argv[4];
 (async () => {
