@@ -4,17 +4,19 @@ One process or several under torchrun, like the supernet; a stopped or killed ru
 last checkpoint when started again.
 """
 
+import json
+import warnings
 from pathlib import Path
 
 import pandas as pd
 
-from fitnas import checkpoints, config, deps, distributed, plots, spaces, train as train_module
+from fitnas import checkpoints, config, deps, distributed, export, plots, serving, spaces, train as train_module
 
-from fitnas.data import splits
+from fitnas.data import sources, splits
 
 from fitnas.data.batches import Batches
 from fitnas.costs import count_flops, count_params
-from fitnas.pipeline import CHOICE, FINAL_MODEL, METRICS, PLOTS, TEST, TRAIN, VAL, final_shape, friendly_errors, start_stage, read_choice, write_json
+from fitnas.pipeline import CHOICE, FINAL_MODEL, FINAL_ONNX, METRICS, PLOTS, TEST, TRAIN, VAL, final_shape, friendly_errors, start_stage, read_choice, write_json
 from fitnas.tracking import stage_run
 from fitnas.train import EpochState, ResumableTraining, StopRequest, evaluate, resumable_epoch, seed_everything, sgd_one_cycle, train_epoch
 
@@ -92,7 +94,14 @@ def retrain(p: config.Params, params_path: str, world: distributed.World) -> Non
             FINAL_MODEL,
         )
         # The test set is read here, once, after all choices are made.
-        test_loss, test_acc = evaluate(net, Batches(splits.load_split(TEST), 1000, shuffle=False, seed=0, device=device))
+        test = splits.load_split(TEST)
+        test_loss, test_acc = evaluate(net, Batches(test, 1000, shuffle=False, seed=0, device=device))
+        meta = serving.metadata(test.classes, test.mean, test.std, shape.in_channels, size,
+                                sources.resize_method(p.data.root, p.data.format),
+                                arch=space.to_str(arch), space=space.NAME, test_acc=test_acc)
+        export.export_onnx(net, (shape.in_channels, size, size), FINAL_ONNX, meta)
+        # The whole network timed as the latency stage times its blocks, in PyTorch and in onnxruntime.
+        latency = export.measured_latency(net, FINAL_ONNX, (shape.in_channels, size, size), device, p.latency)
         final = {
             "arch": space.to_str(arch),
             "test_acc": test_acc,
@@ -104,6 +113,7 @@ def retrain(p: config.Params, params_path: str, world: distributed.World) -> Non
             "budget_params": p.budget.params,
             "budget_latency_ms": p.budget.latency_ms,
             "latency_ms": choice.get("latency_ms"),  # the latency table's estimate, when the search had one
+            **latency,
             "train_seconds": state.seconds(),
             "threads": p.threads,  # torch's CPU threads: the weights depend on them
         }
@@ -111,13 +121,51 @@ def retrain(p: config.Params, params_path: str, world: distributed.World) -> Non
         frame = pd.DataFrame(history)
         frame.to_csv(METRICS / "retrain_history.csv", index=False)
         curves = plots.training_curves(frame, PLOTS / "retrain_curves.png", "retrain")
-        print(f"retrain: test accuracy {test_acc:.4f}")
-        run.log_metrics({k: v for k, v in final.items() if isinstance(v, float)}, to_parent=True)
+        print(f"retrain: test accuracy {test_acc:.4f}; {FINAL_ONNX} written; whole network {latency['measured_torch_ms']:.3f} ms "
+              f"in PyTorch, {latency['measured_onnx_ms']:.3f} ms in onnxruntime (batch {p.latency.batch_size}, "
+              f"{p.latency.threads or 'default'} thread(s))")
+        # Budgets are params already (budget.*); as metrics they only showed as NaN beside a number.
+        run.log_metrics({k: v for k, v in final.items() if isinstance(v, float) and not k.startswith("budget_")}, to_parent=True)
+        fitted = METRICS / "fit.json"  # the fit this choice came from; a `dvc exp run` of a budget skips it
+        if fitted.is_file():
+            tau = f"{p.predictor.kind}.kendall_tau"
+            report = json.loads(fitted.read_text())
+            if isinstance(report.get(tau), float):
+                # So every execution's parent has the headline columns, the fit's tau included.
+                run.log_metrics({f"fit.{tau}": report[tau]}, to_parent=True)
         run.set_tags({"final_arch": final["arch"]}, to_parent=True)
         run.log_artifact(curves)
         run.log_artifact(FINAL_MODEL)
+        run.log_artifact(FINAL_ONNX)
         run.log_artifact(METRICS / "final.json")
+        register(run, p, FINAL_ONNX, meta, test, final)
         resume.clear()
+
+
+def register(run, p: config.Params, onnx_path: Path, meta: dict, test: splits.Split, final: dict) -> None:
+    """The ONNX classifier as a new version of the registered model `mlflow.model_name` (tracking on only)."""
+    import mlflow
+    import onnxruntime
+    from mlflow.models import infer_signature
+
+    example = test.images[:4].numpy()  # real test images, uint8 (N, C, H, W): what the model takes
+    with warnings.catch_warnings():
+        # MLflow hints that an integer column cannot hold missing values; the label column never does.
+        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+        signature = infer_signature(example, serving.Classifier(onnx_path).predict(example))
+    name = p.mlflow.registered_name()
+    tags = {"arch": final["arch"], "space": meta["space"], "flops_M": f"{final['flops_M']:.4f}",
+            "params_M": f"{final['params_M']:.4f}", "test_acc": f"{final['test_acc']:.4f}",
+            "latency_torch_ms": f"{final['measured_torch_ms']:.4f}", "latency_onnx_ms": f"{final['measured_onnx_ms']:.4f}"}
+    if final["latency_ms"] is not None:
+        tags["latency_table_ms"] = f"{final['latency_ms']:.4f}"
+    version = run.register_model(
+        name, Path(serving.__file__), {"onnx": str(onnx_path)}, signature, example, meta,
+        [f"mlflow=={mlflow.__version__}", f"onnxruntime=={onnxruntime.__version__}", "numpy", "pandas"], tags,
+    )
+    if version is not None:
+        print(f"retrain: registered models:/{name}/{version} (mlflow.pyfunc.load_model loads it without fitnas)")
+        print(f"[mlflow] the runs with their headline metrics: {run.ui_link()}")
 
 
 if __name__ == "__main__":

@@ -79,8 +79,10 @@ def test_describe_malformed_arch_shows_the_expected_form(table):
 def test_help_lists_stages_and_queries():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for name in ("prepare", "supernet", "sample", "fit", "search", "retrain", "rankcheck", "lookup", "describe", "doctor"):
+    for name in ("prepare", "supernet", "sample", "fit", "search", "retrain", "rankcheck", "lookup", "describe", "predict", "doctor"):
         assert name in result.output
+    text = runner.invoke(app, ["predict", "--help"], terminal_width=200).output
+    assert "--model MODEL" in text and "--json" in text and "<" not in text.replace("<=", ""), text
 
 
 @pytest.fixture

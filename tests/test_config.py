@@ -127,6 +127,8 @@ def test_missing_and_malformed_files(tmp_path):
         ({"threads": 0}, "threads = 0: must be greater than 0"),
         ({"mlflow": {"experiment": ""}}, "mlflow.experiment = '': must not be empty"),
         ({"mlflow": {"experiment": "  "}}, "mlflow.experiment = '  ': must not be empty"),
+        ({"mlflow": {"model_name": "models:/x"}}, "mlflow.model_name = 'models:/x': must be null (the experiment's name) or a name"),
+        ({"mlflow": {"model_name": ""}}, "mlflow.model_name = '': must be null"),
     ],
 )
 def test_strict_types_finite_numbers_and_ranges(tmp_path, patch, expected):

@@ -236,6 +236,39 @@ def _describe_searched(space, p, arch: str) -> None:
     typer.echo(f"predicted acc: {predictor.query([parsed])[0]:.4f}  (fitted {'graph network' if predictor.name == 'gcn' else predictor.name + ' predictor'}; {space.size:.3g} networks in the space)")
 
 
+@app.command(rich_help_panel="Queries")
+@friendly_errors
+def predict(
+    paths: list[Path] = typer.Argument(..., metavar="PATH...", show_default=False, help="Image files, or folders of them."),
+    model: Optional[str] = typer.Option(None, "--model", metavar="MODEL", show_default=False,
+                                        help="models:/NAME/VERSION from the MLflow registry (MLFLOW_TRACKING_URI, else mlflow.db), "
+                                             "or an .onnx file [default: models/final.onnx]."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per image, every class's probability included."),
+    top: int = typer.Option(1, min=1, metavar="INTEGER", help="Classes to print per image, most probable first."),
+) -> None:
+    """Classify images with the final model, resized and normalised exactly as training saw its data."""
+    import json
+
+    from fitnas import predict as predicting
+    from fitnas.pipeline import FINAL_ONNX, TEST
+
+    loaded = predicting.load(model, FINAL_ONNX)
+    if model is None:  # the project's model must be the project's data's
+        prepared = predicting.prepared_split(TEST)
+        if prepared is not None:
+            predicting.check_dataset(loaded.meta, str(FINAL_ONNX), prepared)
+    table = predicting.classify(loaded, predicting.image_files(paths))
+    classes = loaded.meta["classes"]
+    for row in table.to_dict("records"):
+        probs = sorted(((name, row[f"p_{name}"]) for name in classes), key=lambda item: -item[1])
+        if as_json:
+            typer.echo(json.dumps({"path": row["path"], "size": row["size"], "class": row["class"], "label": int(row["label"]),
+                                   "probability": float(row["probability"]), "probabilities": {n: float(p) for n, p in probs}}))
+        else:
+            shown = "  ".join(f"{name} {p:.3f}" for name, p in probs[:top])
+            typer.echo(f"{row['path']}: {shown}")
+
+
 @app.command(rich_help_panel="Set-up")
 def doctor(params: Path = typer.Option(Path("params.yaml"), "--params", metavar="PATH", show_default=False, help="The params file to check [default: params.yaml].")) -> None:
     """Check this machine: params, dataset, torch and device, dvc.yaml's python, DVC, MLflow; says what to fix."""

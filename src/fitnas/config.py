@@ -213,6 +213,8 @@ class Rankcheck(Section):
 
 class Mlflow(Section):
     experiment: str = "fitnas"
+    # The registered model retraining adds a version to; null: the experiment's name.
+    model_name: Optional[str] = None
 
     @field_validator("experiment")
     @classmethod
@@ -221,6 +223,19 @@ class Mlflow(Section):
         if not name.strip():
             raise ValueError("must not be empty: name the MLflow experiment the runs go to")
         return name
+
+    @field_validator("model_name")
+    @classmethod
+    def _model_named(cls, name: Optional[str]) -> Optional[str]:
+        # Refused here, not when retraining registers the model after its work.
+        if name is not None and (not name.strip() or "/" in name or ":" in name):
+            raise ValueError("must be null (the experiment's name) or a name without '/' or ':' "
+                             "(models:/NAME/VERSION is how it is loaded)")
+        return name
+
+    def registered_name(self) -> str:
+        """The registered model's name: model_name, else the experiment's."""
+        return self.model_name or self.experiment
 
 
 class Params(Section):

@@ -42,6 +42,10 @@ class LatencyTableError(ValueError):
     """The latency table is missing or does not fit the space; the message says how to rebuild it."""
 
 
+class PredictError(ValueError):
+    """`fitnas predict` cannot classify an input (not an image, wrong channels) or load the model; one line says why."""
+
+
 class TrackingError(RuntimeError):
     """The MLflow tracking store cannot be used; the message names the URI and the way around it."""
 
@@ -81,4 +85,5 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     NonFiniteLoss,
     DistributedError,
     LatencyTableError,
+    PredictError,
 )

@@ -21,6 +21,7 @@ PREPARED = Path("data/prepared")
 TRAIN, VAL, TEST = PREPARED / "train.pt", PREPARED / "val.pt", PREPARED / "test.pt"
 SUPERNET = Path("models/supernet.pt")
 FINAL_MODEL = Path("models/final.pt")
+FINAL_ONNX = Path("models/final.onnx")  # the same network for onnxruntime, with what it needs to be fed (serving.py)
 SAMPLES = Path("results/samples.csv")
 LOOKUP = Path("results/lookup.csv")
 # Stand-alone accuracies of networks trained alone (arch, accuracy): when it has rows the fit

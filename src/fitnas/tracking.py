@@ -26,6 +26,16 @@ from urllib.parse import urlparse
 from fitnas.config import Params, flatten
 from fitnas.errors import TrackingError
 
+# When this stage's process started (this module is imported as the stage starts): runs span the
+# stage's work, not only the moment it logs, so the parent's duration spans the pipeline.
+STARTED_MS = int(time.time() * 1000)
+# MLflow's UI opens an experiment in its GenAI view (traces, token usage) unless this tag says otherwise.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+# A view of the runs table with the headline metrics as columns, stored where MLflow's UI keeps shared
+# views (an experiment tag mlflow.sharedViewState.KEY, opened by ?viewStateShareKey=KEY); without it the
+# table shows no metric at all until one picks columns by hand.
+VIEW_KEY = "fitnas-headline"
+HEADLINE = ("test_acc", "flops_M", "params_M", "latency_ms", "measured_torch_ms", "measured_onnx_ms")
 DEFAULT_URI_FILE = "mlflow.db"
 OPT_OUT = "FITNAS_TRACKING"  # =off: run the stages without MLflow
 PROBE_TIMEOUT_S = 30  # a refused connection fails at once; this bounds a server that accepts but hangs
@@ -185,6 +195,24 @@ def _guard(uri: str):
         raise TrackingError(f"MLflow tracking at {uri} failed ({text}); {_fix(uri)}") from None
 
 
+def headline_view(predictor_kind: str) -> str:
+    """The runs-table view (JSON, as MLflow's UI stores a shared view): headline metric columns, newest first."""
+    import json
+
+    metrics = [*HEADLINE, f"fit.{predictor_kind}.kendall_tau"]
+    columns = [f"metrics.`{name}`" for name in metrics] + ["attributes.`Models`"]
+    return json.dumps({"selectedColumns": columns, "orderByKey": "attributes.start_time", "orderByAsc": False})
+
+
+def ui_path(experiment_id: str) -> str:
+    """Where in MLflow's UI the experiment's runs show with the headline view, in the training (not GenAI) view.
+
+    MLflow 3.17's UI takes the view kind from `workflowType` (in the URL, else the browser's last choice),
+    not from the experiment's tag, so the link says it too.
+    """
+    return f"/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}&workflowType=machine_learning"
+
+
 def _git_head() -> str:
     try:
         return subprocess.run(
@@ -269,6 +297,47 @@ class StageRun:
                     self.client.set_tag(self.parent_id, key, value)
 
 
+    def ui_link(self) -> str:
+        """The experiment's runs in MLflow's UI, headline metrics as columns (see ui_path)."""
+        if self.uri.startswith(("http://", "https://")):
+            return self.uri.rstrip("/") + ui_path(self.experiment_id)
+        return f"`mlflow ui --backend-store-uri {self.uri}`, then http://127.0.0.1:5000{ui_path(self.experiment_id)}"
+
+    def register_model(self, name: str, code: Path, artifacts: dict[str, str], signature, example, metadata: dict,
+                       requirements: list[str], tags: dict[str, str]) -> str:
+        """Log a pyfunc MLflow Model (models from code: the file `code`) in the parent run; register it under `name`.
+
+        A new version per call, tagged with `tags`; the version and the runs name each other. Returns
+        the new version's number.
+        """
+        import mlflow
+
+        with _guard(self.uri):
+            mlflow.set_tracking_uri(self.uri)
+            # In the parent run: the version belongs to the pipeline execution, not to one stage.
+            with mlflow.start_run(run_id=self.parent_id):
+                info = mlflow.pyfunc.log_model(
+                    name="model", python_model=str(code), artifacts=artifacts, signature=signature,
+                    input_example=example, metadata=metadata, pip_requirements=requirements,
+                    registered_model_name=name,
+                )
+            version = str(info.registered_model_version)
+            for key, value in tags.items():
+                self.client.set_model_version_tag(name, version, key, value)
+            # What the registry page shows first: how to use the model, and where this version came from.
+            self.client.update_registered_model(name, description=(
+                "Final networks of fitnas, one version per pipeline execution (tags: arch, costs, test accuracy). "
+                f"`mlflow.pyfunc.load_model('models:/{name}/VERSION').predict(pixels)`: {metadata.get('input', '')}; "
+                "returns the class name, its probability and every class's (`p_<class>`). Needs mlflow and onnxruntime, not fitnas."))
+            execution = self.client.get_run(self.parent_id).info.run_name
+            self.client.update_model_version(name, version, description=(
+                f"Execution {execution}: test accuracy {tags.get('test_acc', '?')}, {tags.get('flops_M', '?')} MFLOPs, "
+                f"{tags.get('params_M', '?')} M params; {tags.get('arch', '')}"))
+            for run_id in (self.parent_id, self.run_id):
+                self.client.set_tag(run_id, "fitnas.model_version", f"models:/{name}/{version}")
+        return version
+
+
 class NullRun(StageRun):
     """Where a stage logs when tracking is off: nowhere."""
 
@@ -286,6 +355,13 @@ class NullRun(StageRun):
 
     def set_tags(self, tags: dict[str, str], to_parent: bool = False) -> None:
         pass
+
+    def ui_link(self) -> None:
+        return None
+
+    def register_model(self, name: str, code: Path, artifacts: dict[str, str], signature, example, metadata: dict,
+                       requirements: list[str], tags: dict[str, str]) -> None:
+        return None
 
 
 class stage_run:
@@ -319,12 +395,14 @@ class stage_run:
             parent_id = self._parent(client, experiment_id, key)
             child = client.create_run(
                 experiment_id,
+                start_time=STARTED_MS,
                 run_name=self.stage,
                 tags={"mlflow.parentRunId": parent_id, "fitnas.stage": self.stage, "fitnas.execution": key,
                       # who runs it: the next execution ends the run as KILLED if this process dies without closing it
                       "fitnas.host": socket.gethostname(), "fitnas.pid": str(os.getpid())},
             )
         self.run = StageRun(client, child.info.run_id, parent_id, uri)
+        self.run.experiment_id = experiment_id
         print(f"[mlflow] {self.stage}: run {child.info.run_id} in parent {parent_id} at {uri}")
         return self.run
 
@@ -338,18 +416,25 @@ class stage_run:
             status = "KILLED" if stopped else "FAILED"
         with _guard(self.run.uri):
             self.run.client.set_terminated(self.run.run_id, status)
+            # The parent ends when its last stage ends (and says how that stage ended), so its duration
+            # is the pipeline's: from the first stage's start to the last one's end.
+            self.run.client.set_terminated(self.run.parent_id, status)
 
     def _experiment(self, client, uri: str) -> str:
         name = self.params.mlflow.experiment
         found = client.get_experiment_by_name(name)
         if found is not None and found.lifecycle_stage == "deleted":
             raise TrackingError(f"MLflow tracking at {uri} cannot be used: {_deleted(name, uri)}")
+        view = (f"mlflow.sharedViewState.{VIEW_KEY}", headline_view(self.params.predictor.kind))
         if found is not None:
+            for key, value in (EXPERIMENT_KIND, view):  # an experiment made by an older fitnas, or another predictor
+                if found.tags.get(key) != value:
+                    client.set_experiment_tag(found.experiment_id, key, value)
             return found.experiment_id
         artifacts = None
         if uri.startswith("sqlite:///") and "MLFLOW_TRACKING_URI" not in os.environ:
             artifacts = Path("mlruns").resolve().as_uri()
-        return client.create_experiment(name, artifact_location=artifacts)
+        return client.create_experiment(name, artifact_location=artifacts, tags=dict([EXPERIMENT_KIND, view]))
 
     def _parent(self, client, experiment_id: str, key: str) -> str:
         parents = client.search_runs(
@@ -372,7 +457,7 @@ class stage_run:
         exp_name = os.environ.get("DVC_EXP_NAME")
         run_name = exp_name or time.strftime("repro-%Y%m%d-%H%M%S")
         parent = client.create_run(
-            experiment_id, run_name=run_name, tags={"fitnas.execution": key, "fitnas.role": "parent"}
+            experiment_id, run_name=run_name, start_time=STARTED_MS, tags={"fitnas.execution": key, "fitnas.role": "parent"}
         )
         for dotted, value in flatten(self.params).items():
             client.log_param(parent.info.run_id, dotted, "null" if value is None else value)

@@ -333,6 +333,24 @@ def load_dataset(root: str | None, fmt: str, image_size: int | None, download_di
     return dataset
 
 
+def resize_method(root: str | None, fmt: str) -> str:
+    """How `load_dataset` resizes this data when data.image_size asks for it (what `fitnas predict` repeats).
+
+    Image folders are resized image by image with Pillow (bilinear); IDX and .npz arrays by
+    `resize` below (torch, bilinear, antialiased).
+    """
+    if root is not None and str(root).strip():
+        folder = Path(root).expanduser()
+        if fmt == "auto":
+            try:
+                fmt = detect_format(folder)
+            except DataError:  # the data moved since prepare: its format no longer shows, keep the arrays' method
+                fmt = "npz" if folder.suffix == ".npz" else "idx"
+        if fmt == "imagefolder":
+            return "pil-bilinear"
+    return "torch-bilinear-antialias"
+
+
 def _check_labels(dataset: Dataset) -> None:
     used = np.unique(dataset.train_y)
     if len(used) < 2:
