@@ -240,6 +240,22 @@ def train_tiny(path: Path, world: distributed.World | None = None) -> tuple[pd.D
                                    tiny_split(150, 0), tiny_split(60, 1), "tiny", world)
 
 
+@pytest.mark.parametrize("space_settings", [{}, {"name": "mobilenet", "mobilenet": {
+    "stem": 4, "first": 4, "widths": [4, 8], "depths": [2, 2], "strides": [1, 2], "head": 16}}], ids=["nb201", "mobilenet"])
+def test_every_zero_cost_proxy_scores_both_spaces_networks_on_real_images(space_settings):
+    from fitnas import spaces, zerocost
+
+    p = Params.model_validate({"space": space_settings, "supernet": {"channels": 4}})
+    space = spaces.get(p.space)
+    shape = space.network_shape(p.supernet, 1, 3)
+    archs = [space.to_str(a) for a in space.sample(3, random.Random(0))]
+    scores = rankcheck.zero_cost_scores(space, archs, shape, tiny_split(60, 0), 16, seed=0)
+    assert set(scores) == set(zerocost.PROXIES)
+    assert all(len(values) == 3 and np.isfinite(values).all() for values in scores.values())
+    again = rankcheck.zero_cost_scores(space, archs, shape, tiny_split(60, 0), 16, seed=0)
+    assert all(np.array_equal(scores[name], again[name]) for name in scores)  # seeded: one network, one score
+
+
 def test_training_key_follows_the_recipe_not_the_count_of_networks_or_seeds(tmp_path):
     data = tmp_path / "train.pt"
     data.write_bytes(b"images")
