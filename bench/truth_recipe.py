@@ -34,12 +34,13 @@ from fitnas.pipeline import ANCHORS, TRAIN, TRUTH_TABLE, VAL
 from fitnas.rankcheck import TRUTH, mean_over_seeds, pick_archs, read_anchors, read_truth, training_key, truth_results
 from fitnas.train import seed_everything
 
-JOURNAL = Path("bench/results/truth_recipe.jsonl")
+JOURNAL = Path("bench/results/truth_recipe.jsonl")  # relative: run from the project folder
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--journal", default=str(JOURNAL), help="the JSON-lines journal a line per run is added to")
     parser.add_argument("--archs", type=int, help="networks (default: rankcheck.archs)")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--train-limit", type=int)
@@ -47,7 +48,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float)
     parser.add_argument("--no-train", action="store_true",
                         help="train nothing: report on the networks the table already holds every seed of")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     p = config.load(args.params)
     changes = {name: value for name, value in (("archs", args.archs), ("epochs", args.epochs),
@@ -83,12 +84,14 @@ def main() -> None:
         "seconds_per_training": float(trained.train_seconds.mean()), "trained_now": len(trained) - had,
         "seconds": time.time() - start, "load": os.getloadavg(), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    JOURNAL.parent.mkdir(parents=True, exist_ok=True)
-    with JOURNAL.open("a") as out:
+    journal = Path(args.journal)
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    with journal.open("a") as out:
         out.write(json.dumps(row) + "\n")
     print(f"truth: {len(table)} networks x {p.rankcheck.seeds} seeds, self Kendall tau {row['self_kendall_tau']:.3f} "
           f"[{low:.3f}, {high:.3f}], mean |seed 0 - seed 1| {row['mean_abs_diff']:.4f}, accuracy "
           f"{row['acc_min']:.4f}-{row['acc_max']:.4f}, {row['seconds_per_training']:.0f}s per training")
+    return row
 
 
 if __name__ == "__main__":
