@@ -76,10 +76,13 @@ def main(argv: list[str] | None = None) -> dict:
     table = mean_over_seeds(trained)
     first, second = table[f"{TRUTH}_seed0"].to_numpy(), table[f"{TRUTH}_seed1"].to_numpy()
     low, high = bootstrap_kendall_tau(first, second, p.rankcheck.bootstrap, p.seed)
+    # Validation loss is continuous where accuracy counts images: is it the steadier truth?
+    losses = trained.pivot(index="arch", columns="seed", values="standalone_loss").loc[table.arch]
     row = {
         "key": key, "recipe": p.rankcheck.model_dump(), "threads": p.threads, "networks": len(table),
         "self_kendall_tau": kendall_tau(first, second), "low": low, "high": high,
         "mean_abs_diff": float(abs(first - second).mean()),
+        "self_kendall_tau_loss": kendall_tau(-losses[0].to_numpy(), -losses[1].to_numpy()),
         "acc_min": float(table[TRUTH].min()), "acc_max": float(table[TRUTH].max()),
         "seconds_per_training": float(trained.train_seconds.mean()), "trained_now": len(trained) - had,
         "seconds": time.time() - start, "load": os.getloadavg(), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
