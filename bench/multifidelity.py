@@ -45,7 +45,7 @@ import torch
 
 from fitnas.config import Predictor as PredictorSettings
 from fitnas.metrics import kendall_tau, precision_at_top, spearman_rho
-from fitnas.multifidelity import TRUTH, MultiFidelityPredictor, simplex_weights
+from fitnas.predictors.multifidelity import TRUTH, MultiFidelityPredictor, simplex_weights
 from fitnas.predictors import from_settings, gcn_state, load_gcn
 from fitnas.spaces import nb201
 from fitnas.zerocost import score_archs

@@ -30,8 +30,8 @@ import torch
 from fitnas import config, spaces
 from fitnas.data.splits import load_split
 from fitnas.metrics import bootstrap_kendall_tau, kendall_tau
-from fitnas.pipeline import ANCHORS, TRAIN, TRUTH_TABLE, VAL
-from fitnas.rankcheck import TRUTH, mean_over_seeds, pick_archs, read_anchors, read_truth, training_key, truth_results
+from fitnas.pipeline import ANCHORS, TRAIN, TRUTH_TABLE, VAL, read_anchors
+from fitnas.rankcheck import TRUTH, mean_over_seeds, pick_archs, read_truth, training_key, truth_results
 from fitnas.train import seed_everything
 
 JOURNAL = Path("bench/results/truth_recipe.jsonl")  # relative: run from the project folder
@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> dict:
     pool = pd.DataFrame({"arch": [space.to_str(a) for a in archs]})
     # The samples exactly as the sample stage draws them (stages/sample.py), so the draw is the stage's.
     sampled = [space.to_str(a) for a in space.sample(p.sample.n, random.Random(p.seed + 2))]
-    picked = pick_archs(space, pool, sampled + read_anchors(ANCHORS), p.rankcheck.archs, p.seed + 4)
+    anchors = list(read_anchors(ANCHORS, space, 0).arch) if ANCHORS.is_file() else []
+    picked = pick_archs(space, pool, sampled + anchors, p.rankcheck.archs, p.seed + 4)
 
     train, val = load_split(TRAIN), load_split(VAL)
     shape = space.network_shape(p.supernet, train.images.shape[1], len(train.classes))

@@ -24,6 +24,7 @@ from fitnas.pipeline import (
     final_costs,
     friendly_errors,
     start_stage,
+    read_anchors,
     read_lookup,
     read_samples,
     SUPERNET,
@@ -35,7 +36,6 @@ from fitnas.rankcheck import (
     mean_over_seeds,
     pick_archs,
     rank_report,
-    read_anchors,
     training_key,
     truth_results,
     verdict,
@@ -43,9 +43,6 @@ from fitnas.rankcheck import (
 )
 from fitnas.tracking import stage_run
 from fitnas.train import progress, seed_everything
-
-ZERO_COST_BATCH = 64  # real training images per zero-cost score (naswot's kernel is this many squared)
-
 
 @friendly_errors
 def main(params_path: str = "params.yaml") -> None:
@@ -63,7 +60,9 @@ def rankcheck(p: config.Params, params_path: str, world: distributed.World) -> N
     # A space too large to list: random networks, predicted by the saved predictor.
     pool, source = strategies.pool_for(space, lambda: read_lookup(LOOKUP), lambda: predictors.load_file(PREDICTOR, space, costs().params), costs,
                                        POOL_PER_ARCH * cfg.archs, p.seed + 5)
-    excluded = list(read_samples(SAMPLES, space).arch) + read_anchors(ANCHORS)
+    # The anchors are trained for the fit: checking it on networks it was given the answer for would flatter it.
+    anchors = list(read_anchors(ANCHORS, space, 0).arch) if ANCHORS.is_file() else []
+    excluded = list(read_samples(SAMPLES, space).arch) + anchors
     # Seeded apart from the sample stage's draw (seed + 2) and the supernet's probes (seed + 3).
     picked = pick_archs(space, pool, excluded, cfg.archs, p.seed + 4)
 
@@ -79,7 +78,7 @@ def rankcheck(p: config.Params, params_path: str, world: distributed.World) -> N
     scores = [scorer.score(space.parse(arch)) for arch in progress(picked.arch, "rankcheck: supernet scores")]
     picked["supernet_acc"] = [acc for _, acc in scores]
     picked["supernet_loss"] = [loss for loss, _ in scores]
-    for name, values in zero_cost_scores(space, list(picked.arch), scorer.shape, train_split, ZERO_COST_BATCH, p.seed).items():
+    for name, values in zero_cost_scores(space, list(picked.arch), scorer.shape, train_split, p.sample.proxy_batch, p.seed).items():
         picked[name] = values
     table = picked.merge(mean_over_seeds(trained), on="arch", how="left", validate="one_to_one")
     table.to_csv(RANKCHECK, index=False)

@@ -9,7 +9,8 @@ import time
 
 import pandas as pd
 
-from fitnas import config, distributed, scoring, spaces
+from fitnas import config, distributed, scoring, spaces, zerocost
+from fitnas.data.splits import load_split
 from fitnas.pipeline import METRICS, SAMPLES, SUPERNET, TRAIN, VAL, final_costs, friendly_errors, start_stage, write_json
 from fitnas.tracking import stage_run
 from fitnas.train import progress, seed_everything
@@ -28,6 +29,9 @@ def sample(p: config.Params, params_path: str, world: distributed.World) -> None
     space = spaces.get(p.space)
     scorer = scoring.from_files(p, space, world.device, SUPERNET, TRAIN, VAL)
     costs = final_costs(p, space)
+    # Zero-cost proxies at the supernet's shape: the networks the scores describe, untrained.
+    inputs, targets = zerocost.proxy_batch(load_split(TRAIN), cfg.proxy_batch, p.seed, world.device)
+    build = lambda arch: space.build(arch, scorer.shape).to(world.device)  # noqa: E731
 
     archs = space.sample(cfg.n, random.Random(p.seed + 2))
     mine = world.shard(list(enumerate(archs)))
@@ -36,9 +40,11 @@ def sample(p: config.Params, params_path: str, world: distributed.World) -> None
     work = progress(mine, "scoring sub-networks", total=len(mine)) if world.is_main else mine
     for index, arch in work:
         loss, acc = scorer.score(arch, index)
+        proxies = zerocost.score_archs([arch], build, inputs, targets, tuple(cfg.proxies), p.seed)
         rows.append(
             dict(index=index, arch=space.to_str(arch), supernet_acc=acc, supernet_loss=loss,
-                 flops_M=round(costs.flops(arch), 6), params_M=round(costs.params(arch), 6))
+                 flops_M=round(costs.flops(arch), 6), params_M=round(costs.params(arch), 6),
+                 **{name: float(values[0]) for name, values in proxies.items()})
         )
     gathered = world.gather(rows)
     if not world.is_main:

@@ -96,6 +96,8 @@ def make_project(project: Path, patch: dict = TINY) -> Path:
         shutil.copy(ROOT / name, project / name)
     for name in ("stages", "src", "rankcheck"):
         shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    (project / "results").mkdir()
+    shutil.copy(ROOT / "results" / "anchors.csv", project / "results")  # committed, as in a clone: no anchors
     params = merged(yaml.safe_load((ROOT / "params.yaml").read_text()), patch)
     if not Path(sources.DEBIAN_DIR).is_dir() and params["data"]["root"] is None:
         params["data"]["root"] = str(write_synthetic_fashion_mnist(project.parent / "fmnist"))

@@ -45,10 +45,10 @@ def problems(tmp_path, patch: dict) -> str:
         ({"retrain": {"augment": "maybe"}}, "retrain.augment = 'maybe': must be a valid boolean, unable to interpret input; allowed: true or false"),
         ({"seed": 1.5}, "seed = 1.5: must be a valid integer"),
         ({"rankcheck": {"archs": 2}}, "rankcheck.archs = 2: must be greater than or equal to 4; allowed: a whole number >= 4 (default 50)"),
-        ({"predictor": {"baselines": ["mlp", "xgb"]}}, "predictor.baselines[1] = 'xgb': must be one of 'gcn', 'mlp', 'rf' or 'params'"),
+        ({"predictor": {"baselines": ["mlp", "xgb"]}}, "predictor.baselines[1] = 'xgb': must be one of 'gcn', 'mlp', 'rf', 'params' or 'multifidelity'"),
         ({"supernet": 5}, "supernet: is 5, but it is a section of keys: channels, cells, epochs"),
         # a misspelt choice or key: did you mean
-        ({"predictor": {"kind": "gnc"}}, "predictor.kind = 'gnc': must be one of 'gcn', 'mlp', 'rf' or 'params' (default 'gcn'); did you mean 'gcn'?"),
+        ({"predictor": {"kind": "gnc"}}, "predictor.kind = 'gnc': must be one of 'gcn', 'mlp', 'rf', 'params' or 'multifidelity' (default 'gcn'); did you mean 'gcn'?"),
         ({"space": {"name": "darts"}}, "space.name = 'darts': must be one of 'nb201'"),
         ({"supernet": {"epochz": 3}}, "supernet.epochz: unknown key (set to 3); did you mean supernet.epochs? allowed keys in supernet: channels,"),
         ({"supernett": {"epochs": 3}}, "supernett: unknown key (set to {'epochs': 3}); did you mean supernet? allowed keys at the top level: seed,"),

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fitnas.metrics import kendall_tau
-from fitnas.multifidelity import MultiFidelityPredictor, simplex_weights
+from fitnas.predictors.multifidelity import MultiFidelityPredictor, simplex_weights
 from fitnas.predictors import GCNPredictor
 from fitnas.spaces import nb201
 

@@ -97,18 +97,6 @@ def test_a_searched_space_picks_from_random_networks_with_their_predictions_and_
     assert set(picked.arch) <= set(pool.arch)
 
 
-def test_read_anchors(tmp_path):
-    path = tmp_path / "anchors.csv"
-    assert rankcheck.read_anchors(path) == []
-    path.write_text("arch,accuracy\n")
-    assert rankcheck.read_anchors(path) == []
-    path.write_text("arch,accuracy\na,0.9\nb,0.8\n")
-    assert rankcheck.read_anchors(path) == ["a", "b"]
-    path.write_text("network,accuracy\na,0.9\n")
-    with pytest.raises(ConfigError, match="no column 'arch'"):
-        rankcheck.read_anchors(path)
-
-
 ROW = dict(standalone_acc=0.8, standalone_loss=0.5, train_acc=0.9, train_seconds=3.0)
 
 

@@ -85,3 +85,16 @@ def test_the_graph_network_keeps_its_fast_path_on_chains_only():
     assert isinstance(scorer_for(gcn, SMALL), PathGCN)
     cell_gcn, _ = _fitted("gcn", nb201.SPACE)
     assert isinstance(scorer_for(cell_gcn, nb201.SPACE), PredictorScorer)
+
+
+def test_the_multifidelity_kind_fuses_on_the_chain_space_and_reloads(tmp_path):
+    archs = SMALL.sample(60, random.Random(0))
+    truth = [float(sum(a)) for a in archs]
+    low = [t + 3.0 * (a[0] == SMALL.choices[0][0]) for t, a in zip(truth, archs)]  # biased toward one op
+    fused = predictors.from_settings("multifidelity", SETTINGS, SMALL, _params, seed=0)
+    fused.fit(archs[:12], truth[:12], low={"supernet": (archs[12:], low[12:])}, free={"params": _params})
+    assert sum(fused.report["weights"]) == pytest.approx(1.0) and fused.report["truths"] == 12
+    torch.save(predictors.state(fused), tmp_path / "p.pt")
+    loaded = predictors.load(torch.load(tmp_path / "p.pt", weights_only=True), SMALL, _params)
+    np.testing.assert_allclose(loaded.query(archs), fused.query(archs), rtol=0, atol=1e-9)
+    assert isinstance(scorer_for(loaded, SMALL), PredictorScorer)

@@ -107,3 +107,55 @@ def test_stop_request_records_the_signal_and_restores_the_handler():
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.signum == signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_fair_paths_give_every_slot_each_of_its_choices_once_per_step():
+    from fitnas.spaces import nb201
+    from fitnas.spaces.mobilenet import ChainSpace, layout
+    from fitnas.train import fair_paths
+
+    paths = fair_paths(nb201.SPACE, seed=0, epoch=1, step=3)
+    assert len(paths) == len(nb201.OPS)
+    for slot in range(nb201.SPACE.num_slots):
+        assert sorted(path[slot] for path in paths) == list(range(len(nb201.OPS)))
+    assert fair_paths(nb201.SPACE, 0, 1, 3) == paths != fair_paths(nb201.SPACE, 0, 1, 4)
+    # A chain with uneven choices: the longest sets the count, shorter slots cover theirs and repeat.
+    chain = ChainSpace(layout(widths=(8, 16), depths=(2, 2), strides=(1, 2), head=16, in_channels=1, num_classes=10))
+    chain_paths = fair_paths(chain, 0, 1, 0)
+    assert len(chain_paths) == max(len(c) for c in chain.choices)
+    for slot, options in enumerate(chain.choices):
+        assert set(path[slot] for path in chain_paths) == set(options)
+
+
+class TwoPaths(nn.Module):
+    """A supernet of one slot: path 0 or 1 picks one of two linear layers."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.ops = nn.ModuleList([nn.Linear(4, 2), nn.Linear(4, 2)])
+        self.arch = (0,)
+
+    def set_arch(self, arch):
+        self.arch = arch
+
+    def forward(self, x):
+        return self.ops[self.arch[0]](x.flatten(1)[:, :4])
+
+
+def test_a_step_over_several_paths_applies_the_mean_of_their_gradients():
+    data = batches(n=1)
+    net = TwoPaths()
+    optimizer = torch.optim.SGD(net.parameters(), lr=1.0)
+    train_epoch(net, data, optimizer, paths=lambda step: [(0,), (1,)])
+    # By hand: each layer gets half its own gradient (the other path does not touch it).
+    reference = TwoPaths()
+    x, y = data[0]
+    for op in reference.ops:
+        loss = nn.functional.cross_entropy(op(x.flatten(1)[:, :4]), y) / 2
+        loss.backward()
+        with torch.no_grad():
+            for param in op.parameters():
+                param -= param.grad
+    for got, want in zip(net.parameters(), reference.parameters()):
+        torch.testing.assert_close(got, want)

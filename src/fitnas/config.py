@@ -89,6 +89,16 @@ class Supernet(Section):
     lr: PositiveFloat = 0.1
     momentum: StrictFloat = Field(0.9, ge=0, lt=1)
     weight_decay: StrictFloat = Field(5e-4, ge=0)
+    # uniform: one random path per step (SPOS). fair: FairNAS's strict fairness, every op of every slot
+    # once per step (5 paths on nb201, their gradients averaged): 5x the compute of an epoch.
+    sampling: Literal["uniform", "fair"] = "uniform"
+    # Supernets trained from seeds seed, seed+1000, ...: every score is the mean over them, which
+    # averages away what one supernet prefers (the error all its scores share); K times the cost.
+    ensemble: PositiveInt = 1
+    # Few-shot NAS (Zhao et al.): after training, one sub-supernet per op of this slot (an edge of the
+    # NAS-Bench-201 cell, 0-5; a layer of the chain), each trained few_shot_epochs more on its paths only.
+    few_shot_slot: Optional[Annotated[int, Strict(), annotated_types.Ge(0)]] = None
+    few_shot_epochs: PositiveInt = 2
 
 
 class Sample(Section):
@@ -97,11 +107,15 @@ class Sample(Section):
     bn_batch_size: PositiveInt = 256
     val_limit: Optional[PositiveInt] = 2000  # validation images scored per sub-network
     batch_size: PositiveInt = 500
+    # Zero-cost proxies of each sampled network (fitnas.zerocost; all: synflow, naswot, jacov, grad_norm,
+    # snip): more cheap signals the fit fuses when anchors exist. These two cost ~0.2 s a network on 1 thread.
+    proxies: list[Literal["synflow", "naswot", "jacov", "grad_norm", "snip"]] = ["synflow", "jacov"]
+    proxy_batch: PositiveInt = 64  # training images the data-reading proxies see
 
 
 class Predictor(Section):
-    kind: Literal["gcn", "mlp", "rf", "params"] = "gcn"
-    baselines: list[Literal["gcn", "mlp", "rf", "params"]] = ["mlp", "rf", "params"]
+    kind: Literal["gcn", "mlp", "rf", "params", "multifidelity"] = "gcn"
+    baselines: list[Literal["gcn", "mlp", "rf", "params", "multifidelity"]] = ["mlp", "rf", "params"]
     holdout: StrictFloat = Field(0.2, gt=0, lt=1)  # share of samples kept out of the fit to score rankings
     # The graph network's settings; the defaults are what won bench/predictors.py.
     hidden: PositiveInt = 64

@@ -23,6 +23,9 @@ SUPERNET = Path("models/supernet.pt")
 FINAL_MODEL = Path("models/final.pt")
 SAMPLES = Path("results/samples.csv")
 LOOKUP = Path("results/lookup.csv")
+# Stand-alone accuracies of networks trained alone (arch, accuracy): when it has rows the fit
+# fuses them with the supernet scores. Committed with no rows, so the fit can always depend on it.
+ANCHORS = Path("results/anchors.csv")
 HOLDOUT = Path("results/fit_holdout.csv")
 CHOICE = Path("results/choice.json")
 TOPK = Path("results/topk.csv")
@@ -37,7 +40,6 @@ RANKCHECK = Path("results/rankcheck.csv")
 # The truth: every network the rank check trained, by recipe key, network and seed. Committed with the
 # project (git, not DVC): a fresh machine reuses it, and a re-run after a new fit retrains nothing.
 TRUTH_TABLE = Path("results/truth.csv")
-ANCHORS = Path("results/anchors.csv")  # networks trained stand-alone for the fit (arch, accuracy), when present
 METRICS = Path("metrics")
 PLOTS = Path("plots")
 
@@ -128,9 +130,17 @@ def _read_table(path: Path, needed: set[str], fix: str):
     return table
 
 
-def read_samples(path: Path, space):
+def read_samples(path: Path, space, proxies: tuple[str, ...] = ()):
+    """The sample stage's table; `proxies`: zero-cost proxy columns that must be there too (any value, -inf included)."""
+    import pandas as pd
+
     fix = "re-run `dvc repro sample` to recreate it"
     table = _read_table(path, {"arch", "supernet_acc", "flops_M", "params_M"}, fix)
+    missing = [name for name in proxies if name not in table.columns]
+    if missing:
+        raise SamplesError(f"{path} lacks the zero-cost proxy columns {missing} that sample.proxies asks for; {fix}")
+    for name in proxies:
+        table[name] = pd.to_numeric(table[name], errors="coerce")
     if len(table) < 10:
         raise SamplesError(f"{path} has only {len(table)} rows; a fit needs at least 10 (raise sample.n)")
     _check_archs(path, table, space, fix)
@@ -143,6 +153,25 @@ def _check_archs(path: Path, table, space, fix: str) -> None:
             space.parse(text)
         except ArchError as err:
             raise SamplesError(f"{path} line {row + 2}: {err}\n  {fix}") from None
+
+
+def read_anchors(path: Path, space, minimum: int):
+    """Networks trained alone and their accuracy (fractions in [0, 1]); no rows when the file has none.
+
+    `minimum`: the fewest rows a fusion can cross-validate its weights on; between one and that many is refused.
+    """
+    fix = f"list arch,accuracy rows (at least {minimum}) or leave only the header line"
+    table = _read_table(path, {"arch", "accuracy"}, fix)
+    _check_archs(path, table, space, fix)
+    outside = ~table.accuracy.between(0.0, 1.0)
+    if outside.any():
+        row = int(outside.to_numpy().argmax())
+        raise SamplesError(f"{path} line {row + 2}: accuracy {table.accuracy.iloc[row]} is not a fraction in [0, 1] "
+                           f"(write 0.91, not 91)")
+    if 0 < len(table) < minimum:
+        raise SamplesError(f"{path} has {len(table)} networks; the fit needs at least {minimum} to choose its "
+                           f"weights by cross-validation: add more, or {fix.split(' or ')[1]}")
+    return table[["arch", "accuracy"]]
 
 
 def read_lookup(path: Path):

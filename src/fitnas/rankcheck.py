@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -82,24 +82,6 @@ def pick_archs(space: SearchSpace, pool: pd.DataFrame, excluded: Iterable[str], 
             f"nor anchors; lower rankcheck.archs to at most {len(eligible)} (or sample.n, or anchors)"
         )
     return eligible.iloc[:n].reset_index(drop=True)
-
-
-def read_anchors(path: Path) -> list[str]:
-    """The networks of the anchors table (column `arch`), or none when it is missing or has no rows.
-
-    The anchors are trained stand-alone for the fit: the truth must not contain them,
-    or the fit would be checked on networks it was given the answer for.
-    """
-    if not path.is_file():
-        return []
-    try:
-        table = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        return []
-    if "arch" not in table.columns:
-        raise ConfigError(f"{path} has no column 'arch' (it has {', '.join(map(str, table.columns))}); "
-                          f"the anchors table is arch,accuracy, one row per network")
-    return [str(a) for a in table.arch]
 
 
 def training_key(p: Params, shape: Any, space: SearchSpace, data_files: Sequence[Path]) -> str:
@@ -269,9 +251,13 @@ def mean_over_seeds(trained: pd.DataFrame) -> pd.DataFrame:
 
 def zero_cost_scores(space: SearchSpace, archs: Sequence[str], shape: Any, train_split: splits.Split,
                      batch_size: int, seed: int) -> dict[str, np.ndarray]:
-    """Every zero-cost proxy of zerocost.py for each network, at the trained shape, on one batch of real training images."""
-    batch = splits.subset(train_split, batch_size, seed)
-    inputs, targets = next(iter(Batches(batch, batch_size, shuffle=False, seed=seed)))
+    """Every zero-cost proxy of zerocost.py for each network, at the trained shape, on one batch of real training images.
+
+    The batch is the sample stage's (`zerocost.proxy_batch` with the same size and seed), so a
+    proxy's values here and in results/samples.csv are comparable. On the CPU, where the space
+    builds the networks: the proxies cost seconds, not what the trainings cost.
+    """
+    inputs, targets = zerocost.proxy_batch(train_split, batch_size, seed, torch.device("cpu"))
     return zerocost.score_archs([space.parse(a) for a in archs], lambda arch: space.build(arch, shape),
                                 inputs, targets, seed=seed)
 

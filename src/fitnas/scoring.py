@@ -24,6 +24,8 @@ from fitnas.train import evaluate, recalibrate_batchnorm
 class SupernetScorer:
     """The trained supernet with the data it is scored on; `score(arch)` gives (loss, accuracy).
 
+    An ensemble's checkpoint (`supernet.ensemble`) gives each network the mean of its members' scores;
+    a few-shot one (`supernet.few_shot_slot`) scores it with the sub-supernet of its op on that slot.
     Settings come from `sample.*`: BatchNorm recalibrated on `bn_batches` training
     batches per network, then scored on at most `val_limit` validation images.
     Each call calibrates on the next shuffle of the training data, so the k-th
@@ -39,9 +41,23 @@ class SupernetScorer:
         except TypeError as err:
             raise CheckpointError(f"{source} records a shape this space does not know ({err}); "
                                   f"re-run `dvc repro supernet` to recreate it") from None
-        self.net = space.build_supernet(self.shape)
-        checkpoints.load_weights(self.net, saved, source, "supernet")
-        self.net.to(device)
+        # An ensemble's checkpoint holds its other members' weights beside the first's ("members");
+        # a few-shot one, per member, one sub-supernet per op of one slot, which scores the networks
+        # that take that op there.
+        def built(weights: dict) -> torch.nn.Module:
+            net = space.build_supernet(self.shape)
+            checkpoints.load_weights(net, weights, source, "supernet")
+            return net.to(device)
+
+        shots = saved.get("few_shot")
+        if shots is None:
+            members = [saved, *({"model": weights} for weights in saved.get("members", []))]
+            self.members = [{None: built(member)} for member in members]
+            self.slot = None
+        else:
+            self.slot = int(shots["slot"])
+            self.members = [{int(op): built({"model": weights}) for op, weights in zip(shots["ops"], member)}
+                            for member in shots["models"]]
 
         if cfg.val_limit is not None:
             val = splits.subset(val, cfg.val_limit, p.seed)
@@ -55,11 +71,17 @@ class SupernetScorer:
         `index` picks the shuffle that calibrates it (the index-th), so a network scored on any rank
         of a sharded run gets what it would get as the index-th network of a single process.
         """
-        if index is not None:
-            self.calibration.set_epoch(index)
-        self.net.set_arch(arch)
-        recalibrate_batchnorm(self.net, self.calibration, self.bn_batches)
-        return evaluate(self.net, self.val_batches)
+        shuffle = self.calibration.epoch if index is None else index
+        scores = []
+        for member in self.members:  # an ensemble's members calibrate on the same batches
+            net = member[None if self.slot is None else arch[self.slot]]
+            self.calibration.set_epoch(shuffle)
+            net.set_arch(arch)
+            recalibrate_batchnorm(net, self.calibration, self.bn_batches)
+            scores.append(evaluate(net, self.val_batches))
+        if len(scores) == 1:
+            return scores[0]
+        return sum(s[0] for s in scores) / len(scores), sum(s[1] for s in scores) / len(scores)
 
 
 def checked_supernet(p: Params, space: SearchSpace, train: splits.Split, path: Path, train_path: Path) -> dict:

@@ -7,7 +7,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,20 @@ def single_path(space, seed: int, epoch: int, step: int) -> tuple[int, ...]:
     """The supernet's path at a training step: a uniformly random cell, a function of (seed, epoch, step) alone,
     so every rank draws the same one and a resumed run draws exactly the paths it would have."""
     return space.random_cell(random.Random(f"{seed}/{epoch}/{step}"))
+
+
+def fair_paths(space, seed: int, epoch: int, step: int) -> list[tuple[int, ...]]:
+    """FairNAS's strict fairness (Chu et al., ICCV 2021): the paths of one training step, in which every slot
+    takes each of its choices exactly once; the step's update sums their gradients.
+
+    Per slot, an independent random order of its choices; path k takes the k-th of each. A slot with
+    fewer choices than the longest (the chain space's skip-less layers) takes its own again from the
+    start of its order. A function of (seed, epoch, step) alone, as `single_path`.
+    """
+    rng = random.Random(f"fair/{seed}/{epoch}/{step}")
+    orders = [rng.sample(list(options), len(options)) for options in space.choices]
+    m = max(len(order) for order in orders)
+    return [tuple(order[k % len(order)] for order in orders) for k in range(m)]
 
 
 def seed_everything(seed: int) -> None:
@@ -162,6 +176,7 @@ def train_epoch(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     before_step: Callable[[int], None] | None = None,
     label_smoothing: float = 0.0,
+    paths: Callable[[int], Sequence[tuple[int, ...]]] | None = None,
     desc: str = "train",
     world: World | None = None,
     stop: StopRequest | None = None,
@@ -169,7 +184,9 @@ def train_epoch(
 ) -> tuple[float, float]:
     """One pass over the batches; returns mean loss and accuracy on the training data.
 
-    `before_step(step)` runs before each step (the supernet picks its path there). Under torchrun
+    `before_step(step)` runs before each step (the supernet picks its path there). `paths(step)`
+    instead gives several paths of a supernet (`model.set_arch`) trained on the same batch in one
+    step: their gradients are averaged into one update (strict fairness, `fair_paths`). Under torchrun
     (`world`) each rank computes its share of every global batch and the summed gradients equal
     the single-process gradient of the whole batch, BatchNorm statistics aside (they are per rank).
     `state` resumes an epoch stopped mid-way: its first `state.steps` batches are passed over (the
@@ -192,14 +209,28 @@ def train_epoch(
         if before_step is not None:
             before_step(step)
         x, y = world.part(x), world.part(y)
-        with autocast(device):
-            logits = model(x)
-        loss_sum = nn.functional.cross_entropy(logits.float(), y, label_smoothing=label_smoothing, reduction="sum")
-        optimizer.zero_grad(set_to_none=True)
-        # Divided by the global batch, so the gradients summed over ranks are those of the global mean.
-        (loss_sum / n).backward()
+        if paths is None:
+            with autocast(device):
+                logits = model(x)
+            loss_sum = nn.functional.cross_entropy(logits.float(), y, label_smoothing=label_smoothing, reduction="sum")
+            optimizer.zero_grad(set_to_none=True)
+            # Divided by the global batch, so the gradients summed over ranks are those of the global mean.
+            (loss_sum / n).backward()
+            loss_value, correct_value = loss_sum.item(), (logits.argmax(1) == y).sum().item()
+        else:
+            step_paths = paths(step)
+            optimizer.zero_grad(set_to_none=True)
+            loss_value = correct_value = 0.0
+            for arch in step_paths:
+                model.set_arch(arch)
+                with autocast(device):
+                    logits = model(x)
+                loss_sum = nn.functional.cross_entropy(logits.float(), y, label_smoothing=label_smoothing, reduction="sum")
+                (loss_sum / (n * len(step_paths))).backward()  # accumulated: the mean over the step's paths
+                loss_value += loss_sum.item() / len(step_paths)
+                correct_value += (logits.argmax(1) == y).sum().item() / len(step_paths)
         stopping = stop is not None and stop.signum is not None
-        local = [loss_sum.item(), (logits.argmax(1) == y).sum().item(), float(stopping)]
+        local = [loss_value, correct_value, float(stopping)]
         total_loss, correct, votes = world.sum_gradients(params, local)
         if not math.isfinite(total_loss):
             raise NonFiniteLoss(f"loss became {total_loss / n} at step {step} of {desc}; lower the learning rate")

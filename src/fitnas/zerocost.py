@@ -28,6 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from fitnas.data import splits
+from fitnas.data.batches import Batches
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 # jacov's regulariser: keeps log and 1/x finite on the correlation matrix's zero eigenvalues.
@@ -215,3 +218,14 @@ def score_archs(
         for name, value in score_all(model, inputs, targets, proxies, seed).items():
             out[name].append(value)
     return {name: np.asarray(values, dtype=float) for name, values in out.items()}
+
+
+def proxy_batch(split: splits.Split, size: int, seed: int, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one batch of training images (normalised as training sees them) every network's proxies read.
+
+    A seeded, class-balanced subset, so the sample stage and the rank check score their networks
+    on the same images and their proxy values are comparable.
+    """
+    chosen = splits.subset(split, size, seed)
+    inputs, targets = next(iter(Batches(chosen, len(chosen), shuffle=False, seed=seed, device=device)))
+    return inputs, targets

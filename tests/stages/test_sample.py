@@ -21,3 +21,4 @@ def test_two_processes_score_every_network_exactly_as_one(supernet_project):
     assert (project / "results/samples.csv").read_text() == one
     table = pd.read_csv(project / "results/samples.csv")
     assert len(table) == 12 and table.arch.is_unique
+    assert {"synflow", "jacov"} <= set(table.columns)  # sample.proxies, each network's zero-cost proxies

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import resume_files, run, run_and_signal, stage_command
+from conftest import resume_files, run, run_and_signal, stage_command, stage_project
 
 pytestmark = pytest.mark.slow
 
@@ -102,3 +102,76 @@ def test_the_threads_param_not_the_environment_decides_the_weights(supernet_proj
     import json
 
     assert json.loads((project / "metrics/supernet.json").read_text())["threads"] == 1
+
+
+def test_strict_fairness_trains_a_supernet_the_sample_stage_scores(tmp_path):
+    project = stage_project(tmp_path / "fair", {"supernet": {"epochs": 1, "sampling": "fair"}, "sample": {"proxies": []}})
+    result = run(stage_command("supernet"), project)
+    assert "supernet epoch 1/1" in result.stdout
+    run(stage_command("sample"), project)
+    table = pd.read_csv(project / "results/samples.csv")
+    assert len(table) == 12 and table.supernet_acc.between(0, 1).all()
+
+
+def test_an_ensemble_trains_each_member_from_its_seed_and_scores_are_their_mean(tmp_path):
+    import torch
+
+    from fitnas.spaces import nb201
+
+    project = stage_project(tmp_path / "ensemble", {"supernet": {"epochs": 1, "ensemble": 2}, "sample": {"proxies": []}})
+    result = run(stage_command("supernet"), project)
+    assert "supernet 1/2 epoch 1/1" in result.stdout and "supernet 2/2 epoch 1/1" in result.stdout
+    saved = torch.load(project / "models/supernet.pt", weights_only=True)
+    assert len(saved["members"]) == 1
+    first, second = saved["model"], saved["members"][0]
+    assert any(not torch.equal(first[k], second[k]) for k in first)  # other seed, other weights
+    history = pd.read_csv(project / "metrics/supernet_history.csv")
+    assert sorted(history.member) == [0, 1]
+    assert not resume_files(project)
+
+    # The ensemble's score is the mean of its members' scores, each calibrated on the same batches.
+    both = _scorer(project, saved)
+    alone = [_scorer(project, {**saved, "model": weights, "members": []}) for weights in (first, second)]
+    arch = nb201.parse(nb201.EXAMPLE)
+    loss, acc = both.score(arch, 3)
+    members = [scorer.score(arch, 3) for scorer in alone]
+    assert acc == pytest.approx(sum(m[1] for m in members) / 2)
+    assert loss == pytest.approx(sum(m[0] for m in members) / 2)
+
+
+def test_few_shot_splits_the_supernet_by_one_slot_and_scores_with_the_matching_shot(tmp_path):
+    import torch
+
+    from fitnas.spaces import nb201
+
+    project = stage_project(tmp_path / "fewshot", {"supernet": {"epochs": 1, "few_shot_slot": 2, "few_shot_epochs": 1},
+                                                   "sample": {"proxies": []}})
+    result = run(stage_command("supernet"), project)
+    assert "supernet shot nor_conv_3x3 epoch 1/1" in result.stdout
+    saved = torch.load(project / "models/supernet.pt", weights_only=True)
+    shots = saved["few_shot"]
+    assert shots["slot"] == 2 and shots["ops"] == list(range(len(nb201.OPS))) and len(shots["models"][0]) == 5
+    assert not resume_files(project)
+
+    scorer = _scorer(project, saved)
+    arch = nb201.parse(nb201.EXAMPLE)  # slot 2 takes avg_pool_3x3
+    own = {**saved, "model": shots["models"][0][arch[2]]}
+    del own["few_shot"]
+    alone = _scorer(project, own)
+    assert scorer.score(arch, 1) == alone.score(arch, 1)
+
+    bad = stage_project(tmp_path / "badslot", {"supernet": {"few_shot_slot": 6}})
+    failed = run(stage_command("supernet"), bad, check=False)
+    assert failed.returncode != 0 and "supernet.few_shot_slot = 6, but space 'nb201' has slots 0-5" in failed.stderr
+
+
+def _scorer(project, saved: dict):
+    """The sample stage's scorer for this checkpoint dict, on the stage folder's data."""
+    import torch
+
+    from fitnas import config, scoring, spaces
+    from fitnas.data.splits import load_split
+
+    p = config.load(project / "params.yaml")
+    train, val = load_split(project / "data/prepared/train.pt"), load_split(project / "data/prepared/val.pt")
+    return scoring.SupernetScorer(p, spaces.get(p.space), torch.device("cpu"), train, val, saved, project / "models/supernet.pt")

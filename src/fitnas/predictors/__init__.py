@@ -39,6 +39,8 @@ from fitnas.predictors.gcn import BiGINLayer, DenseGraphs, GCNModel, GCNPredicto
 from fitnas.predictors.mlp import MLPModel, MLPPredictor  # isort: skip
 from fitnas.predictors.forest import RandomForestPredictor  # isort: skip
 from fitnas.predictors.params import ParamsPredictor  # isort: skip
+# Fuses a few true accuracies with cheap signals: the fit stage's choice when anchors exist.
+from fitnas.predictors.multifidelity import MultiFidelityPredictor  # isort: skip
 from fitnas.predictors.scoring import PredictorScorer, Scorer, scorer_for
 from fitnas.spaces.base import SearchSpace
 

@@ -32,6 +32,7 @@ a fitted predictor as plain tensors and numbers.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import itertools
 from types import ModuleType
@@ -43,13 +44,16 @@ from torch import nn
 
 from fitnas.distributed import torch_threads
 from fitnas.metrics import kendall_tau
-from fitnas.predictors import DenseGraphs, GCNModel, GCNPredictor, RankNormalizer, ranking_loss
+from fitnas.predictors.base import ParamsFn, ProgressFn, RankNormalizer, TrainingRecipe, ranking_loss, register
+from fitnas.predictors.gcn import DenseGraphs, GCNModel, GCNPredictor
 
 Arch = tuple[int, ...]
 LowData = Mapping[str, tuple[Sequence[Arch], Sequence[float]]]
 FreeSignals = Mapping[str, Callable[[Arch], float]]
 
 TRUTH = "truth"  # the candidate trained on the K truths alone
+# The fewest truths worth cross-validating weights on: below it, a fold holds one or two networks.
+MIN_TRUTHS = 8
 TUNES = ("head", "all")
 # Fine-tuning learning rates: the head trains at the usual rate from its pre-trained start; every
 # weight at once needs a lower one or it forgets what the low fidelity taught (prototype on seeds 0-1).
@@ -99,6 +103,7 @@ def simplex_weights(columns: np.ndarray, y: np.ndarray, steps: int = STEPS) -> t
     return best_w, float(best_tau)
 
 
+@register
 class MultiFidelityPredictor:
     """Fit on a few truths plus cheap signals on many architectures; query any architectures.
 
@@ -169,6 +174,24 @@ class MultiFidelityPredictor:
         self.references: dict[str, np.ndarray] = {}  # each component's values on the fit's archs
         self.normalizer = RankNormalizer()
         self.report: dict[str, Any] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Any, space: ModuleType, params_fn: ParamsFn, seed: int,
+                      progress: ProgressFn | None = None) -> "MultiFidelityPredictor":
+        """Built by the `predictor` section: its experts and truth-only network train with the graph network's recipe.
+
+        `progress` is not reported: the fit is a few short trainings, none long enough to watch.
+        """
+        recipe = TrainingRecipe.from_settings(settings)
+        # `epochs` is the most any network trains: the truth-only network chooses among fractions of it.
+        truth_epochs = sorted({max(1, recipe.epochs // 4), max(1, recipe.epochs // 2), recipe.epochs})
+        return cls(space, hidden=settings.hidden, layers=settings.layers, seed=seed, truth_epochs=truth_epochs,
+                   **dataclasses.asdict(recipe))
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], space: ModuleType, params_fn: ParamsFn) -> "MultiFidelityPredictor":
+        """The registry's loader. Of the free signals only params can be supplied again, so the pipeline weighs no other."""
+        return cls.load(state, space, free={"params": params_fn})
 
     # -- encodings
 
