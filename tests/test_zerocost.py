@@ -65,6 +65,13 @@ def test_naswot_of_a_relu_on_the_input_matches_the_enumerated_kernel():
     assert zerocost.naswot(net, x) == pytest.approx(math.log(4.0))
 
 
+def test_naswot_reads_relu6_as_relu():
+    # The chain space's MobileNet blocks use ReLU6: the same on/off code, so the same kernel as above.
+    x = torch.tensor([[1.0, 2.0], [3.0, -1.0], [-2.0, 5.0]])
+    assert zerocost.relu_codes(nn.Sequential(nn.ReLU6()), x).tolist() == [[1, 1], [1, 0], [0, 1]]
+    assert zerocost.naswot(nn.Sequential(nn.ReLU6()), x) == pytest.approx(math.log(4.0))
+
+
 def test_naswot_concatenates_every_relu_and_is_minus_inf_for_repeated_codes():
     # Two ReLUs: on x and on -x, codes [x > 0, -x > 0] per unit. With one unit, inputs 1 and -1
     # give codes [1, 0] and [0, 1]: K = [[2, 0], [0, 2]], det 4.

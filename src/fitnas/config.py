@@ -201,7 +201,9 @@ class Retrain(Section):
 class Rankcheck(Section):
     """Ground truth for the ranking: networks trained from scratch (stage `rankcheck`, off the default path)."""
 
-    archs: StrictInt = Field(30, ge=4)  # distinct networks, spread over the FLOPs range, none of them sampled
+    archs: StrictInt = Field(50, ge=4)  # distinct connected networks drawn at random, none sampled nor an anchor
+    # Trainings per network: the truth is their mean, and seeds 0 and 1 measure its agreement with itself.
+    seeds: StrictInt = Field(2, ge=2)
     epochs: PositiveInt = 2
     train_limit: Optional[PositiveInt] = 20000  # training images per network
     batch_size: PositiveInt = 128

@@ -2,8 +2,9 @@
 
 DVC re-runs a stage when a file in its `deps` changes, so a stage must depend on every module it
 imports, directly or not; a test walks each stage's closure and fails naming a module dvc.yaml
-leaves out. Resume checkpoints and the rank check's cache are keyed by the same closure, so they
-are discarded exactly when code that shapes their result changes. Imports are read from the source
+leaves out. Resume checkpoints are keyed by the same closure, so they are discarded exactly when
+code that shapes their result changes. (The rank check's committed truth table is keyed by fewer
+files, the ones that compute its numbers: see fitnas.rankcheck.training_key.) Imports are read from the source
 (function-level ones included), not executed.
 """
 

@@ -38,7 +38,9 @@ LATENCY_TABLE = Path("results/latency.csv")
 LATENCY_CHECK = Path("results/latency_check.csv")
 # The rank check (rankcheck/dvc.yaml, off the default path).
 RANKCHECK = Path("results/rankcheck.csv")
-RANKCHECK_CACHE = Path("results/rankcheck.cache.csv")  # networks trained so far; not a DVC output, so it survives a re-run
+# The truth: every network the rank check trained, by recipe key, network and seed. Committed with the
+# project (git, not DVC): a fresh machine reuses it, and a re-run after a new fit retrains nothing.
+TRUTH_TABLE = Path("results/truth.csv")
 METRICS = Path("metrics")
 PLOTS = Path("plots")
 

@@ -80,7 +80,11 @@ def pareto(
 
 def rank_check(table: pd.DataFrame, report: dict[str, float], titles: dict[str, str], path: Path) -> Path:
     """One panel per ranker (a column of table, named in titles) against stand-alone accuracy."""
-    fig, axes = plt.subplots(2, 2, figsize=(8.5, 7.5))
+    cols = min(3, len(titles))
+    rows = -(-len(titles) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.75 * rows), squeeze=False)
+    for ax in axes.flat[len(titles):]:
+        ax.set_visible(False)
     for ax, (column, title) in zip(axes.flat, titles.items()):
         ax.scatter(table[column], table["standalone_acc"], s=16, alpha=0.75)
         tau, low, high = (report[f"{column}.kendall_tau{end}"] for end in ("", "_low", "_high"))

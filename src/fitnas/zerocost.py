@@ -102,7 +102,7 @@ def snip(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn:
 
 
 def relu_codes(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    """Binary activation codes: one row per input, one column per unit of every nn.ReLU (1 where it is > 0).
+    """Binary activation codes: one row per input, one column per unit of every nn.ReLU or nn.ReLU6 (1 where it is > 0).
 
     The network runs once in train mode on the batch, without gradients.
     """
@@ -112,7 +112,8 @@ def relu_codes(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     def hook(_module, _inputs, output):
         codes.append((output.detach().flatten(1) > 0).to(torch.float64))
 
-    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.ReLU)]
+    # ReLU6 (the chain space's MobileNet blocks) has the same on/off code as ReLU.
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (nn.ReLU, nn.ReLU6))]
     try:
         with torch.no_grad():
             net(inputs)
@@ -120,7 +121,7 @@ def relu_codes(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         for handle in handles:
             handle.remove()
     if not codes:
-        raise ValueError("naswot needs a network with nn.ReLU modules; this one has none")
+        raise ValueError("naswot needs a network with nn.ReLU or nn.ReLU6 modules; this one has none")
     return torch.cat(codes, dim=1)
 
 
