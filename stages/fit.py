@@ -128,9 +128,11 @@ def fused(p, space, samples: pd.DataFrame, archs, anchors: pd.DataFrame, proxies
         values = np.nan_to_num(samples[name].to_numpy(dtype=float), nan=-np.inf)
         low[name] = (archs, pd.Series(values).rank(pct=True).to_numpy())
     predictor = from_settings(MultiFidelityPredictor.name, p.predictor, space, params_fn, p.seed)
-    with progress(None, f"fit: multifidelity on {len(anchors)} anchors", total=None):
-        return predictor.fit([space.parse(a) for a in anchors.arch], anchors.accuracy.to_numpy(dtype=float),
-                             low=low, free={"params": params_fn})
+    # Minutes, not seconds (README): say what runs, since the fusion reports no steps of its own.
+    print(f"fit: multifidelity on {len(anchors)} anchors: pre-training {len(low)} experts ({', '.join(low)}), "
+          f"then cross-validating their fine-tuning on the anchors", flush=True)
+    return predictor.fit([space.parse(a) for a in anchors.arch], anchors.accuracy.to_numpy(dtype=float),
+                         low=low, free={"params": params_fn})
 
 
 def fusion_metrics(predictor: MultiFidelityPredictor) -> dict[str, float]:

@@ -157,3 +157,15 @@ def test_score_archs_gives_one_value_per_arch_and_one_init_per_build():
                                   proxies=("synflow", "grad_norm"))
     assert set(scores) == {"synflow", "grad_norm"} and scores["synflow"].shape == (3,)
     assert scores["synflow"][0] == scores["synflow"][2] and scores["grad_norm"][0] == scores["grad_norm"][2]
+
+
+def test_proxy_batch_is_a_seeded_normalised_batch_on_the_cpu_by_default():
+    from fitnas.data import splits
+
+    split = splits.Split(torch.full((10, 1, 4, 4), 255, dtype=torch.uint8), torch.arange(10) % 2, ["a", "b"], (0.5,), (0.5,))
+    inputs, targets = zerocost.proxy_batch(split, 4, seed=0)
+    assert inputs.shape == (4, 1, 4, 4) and inputs.device.type == "cpu"
+    assert torch.allclose(inputs, torch.ones_like(inputs))  # (1.0 - 0.5) / 0.5
+    assert sorted(targets.tolist()) == [0, 0, 1, 1]  # class-balanced
+    again, _ = zerocost.proxy_batch(split, 4, seed=0)
+    assert torch.equal(inputs, again)

@@ -257,7 +257,7 @@ def zero_cost_scores(space: SearchSpace, archs: Sequence[str], shape: Any, train
     proxy's values here and in results/samples.csv are comparable. On the CPU, where the space
     builds the networks: the proxies cost seconds, not what the trainings cost.
     """
-    inputs, targets = zerocost.proxy_batch(train_split, batch_size, seed, torch.device("cpu"))
+    inputs, targets = zerocost.proxy_batch(train_split, batch_size, seed)
     return zerocost.score_archs([space.parse(a) for a in archs], lambda arch: space.build(arch, shape),
                                 inputs, targets, seed=seed)
 

@@ -220,7 +220,7 @@ def score_archs(
     return {name: np.asarray(values, dtype=float) for name, values in out.items()}
 
 
-def proxy_batch(split: splits.Split, size: int, seed: int, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def proxy_batch(split: splits.Split, size: int, seed: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """The one batch of training images (normalised as training sees them) every network's proxies read.
 
     A seeded, class-balanced subset, so the sample stage and the rank check score their networks
