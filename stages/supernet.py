@@ -112,7 +112,7 @@ def few_shot(p: config.Params, space, shape, train, val, world: distributed.Worl
         seed = member_seed(p.seed, member) + 100 * (op + 1)
         resume = checkpoints.Resume("supernetshot", f"{resume_key(p, space, member)}-{slot}-{op}")
         net, _, seconds = train_member(p, space, shape, train, val, world, resume, run, stop, seed=seed,
-                                       label=f"{label} shot {space.OPS[op] if hasattr(space, 'OPS') else op}",
+                                       label=f"{label} shot {space.OPS[op]}",
                                        epochs=cfg.few_shot_epochs, start_from=base, fixed=(slot, op), log_from=None)
         out.append((net.state_dict(), seconds))
     return out
