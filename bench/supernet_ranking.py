@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
         row = {"seed": p.seed + extra, "mean_abs_diff": float(np.abs(again - first).mean()),
                **tau_with_interval(again, first, resamples, p.seed)}
         report["truth_seeds"].append(row)
-        print(f"ground truth, seed {p.seed} vs {other.seed}: tau {row['kendall_tau']:+.3f} "
+        print(f"ground truth, seed {p.seed} vs {p.seed + extra}: tau {row['kendall_tau']:+.3f} "
               f"[{row['low']:+.3f}, {row['high']:+.3f}], mean |diff| {row['mean_abs_diff']:.4f}", flush=True)
 
     report["seconds"] = time.time() - start
