@@ -25,6 +25,7 @@ TINY = {
     "final": {"channels": 8},
     "retrain": {"epochs": 1, "batch_size": 128},
     "rankcheck": {"archs": 4, "epochs": 1, "train_limit": 300, "bootstrap": 50},
+    "anchors": {"n": 8},  # the fewest the fit fuses: the tiny run goes through the multi-fidelity fit
 }
 
 

@@ -15,7 +15,7 @@ from conftest import run
 
 pytestmark = pytest.mark.slow
 
-STAGES = {"prepare", "supernet", "sample", "fit", "latency", "search", "retrain"}
+STAGES = {"prepare", "supernet", "sample", "anchors", "fit", "latency", "search", "retrain"}
 
 
 def ran_stages(output: str) -> set[str]:
@@ -53,7 +53,13 @@ def test_repro_runs_every_stage_and_writes_every_output(reproduced):
 
     assert len(lookup) == len(nb201.distinct()) and lookup.cells.sum() == 15625
 
+    anchors = pd.read_csv(project / "results/anchors.csv")
+    assert len(anchors) == 8 and set(anchors.arch) <= set(samples.arch) and anchors.accuracy.between(0, 1).all()
+    truth = pd.read_csv(project / "results/truth.csv")
+    assert set(truth.arch) == set(anchors.arch) and set(truth.seed) == {0}  # trained into the committed table
+
     fit = json.loads((project / "metrics/fit.json").read_text())
+    assert fit["lookup_predictor"] == "multifidelity" and fit["anchors"] == 8
     for kind in ("gcn", "mlp", "rf", "params"):
         for metric in ("kendall_tau", "spearman_rho", "precision_top10"):
             assert -1.0 <= fit[f"{kind}.{metric}"] <= 1.0
@@ -91,7 +97,8 @@ def test_a_second_run_from_clean_gives_identical_results(reproduced, tmp_path):
     run([sys.executable, "-m", "dvc", "remote", "add", "--local", "store", str(remote)], clone)
     run([sys.executable, "-m", "dvc", "pull", "-r", "store", "latency"], clone)
     result = run([sys.executable, "-m", "dvc", "repro"], clone)
-    assert ran_stages(result.stdout) == STAGES - {"latency"}
+    # The anchors' table is committed (not cached) and its deps are unchanged: nothing to train again.
+    assert ran_stages(result.stdout) == STAGES - {"latency", "anchors"}
     for name in ("prepare", "supernet", "sample", "fit", "latency", "search", "final"):
         first, second = (json.loads((root / f"metrics/{name}.json").read_text()) for root in (project, clone))
         assert untimed(second) == untimed(first), name
@@ -242,6 +249,9 @@ def test_rankcheck_is_off_the_default_path_and_reports_every_ranking(reproduced)
     assert table.standalone_acc.between(0, 1).all() and table.supernet_acc.between(0, 1).all()
     assert table.standalone_acc.tolist() == pytest.approx(((table.standalone_acc_seed0 + table.standalone_acc_seed1) / 2).tolist())
     truth = pd.read_csv(project / "results/truth.csv")
+    anchors = pd.read_csv(project / "results/anchors.csv")
+    assert not set(table.arch) & set(anchors.arch)  # never checked on a network it was given the answer for
+    truth = truth[~truth.arch.isin(anchors.arch)]
     assert len(truth) == 8 and set(truth.arch) == set(table.arch) and sorted(set(truth.seed)) == [0, 1]
     report = json.loads((project / "metrics/rankcheck.json").read_text())
     assert report["networks"] == 4 and -1.0 <= report["truth.self_kendall_tau"] <= 1.0

@@ -52,7 +52,7 @@ def _main(
 ) -> None:
     pass
 
-STAGES = ("prepare", "supernet", "sample", "fit", "search", "retrain")
+STAGES = ("prepare", "supernet", "sample", "anchors", "fit", "search", "retrain")
 RANKCHECK_REPRO = "dvc repro rankcheck/dvc.yaml"  # its own dvc.yaml keeps it off a plain `dvc repro`
 
 

@@ -213,6 +213,25 @@ class Rankcheck(Section):
     bootstrap: PositiveInt = 1000  # resamples for the 95% interval of each Kendall tau
 
 
+class Anchors(Section):
+    """Networks trained alone for the fit (stage `anchors`): the real evidence the cheap scores are fused with.
+
+    They are the first `n` connected samples, trained with the rank check's recipe (`rankcheck.*`, the
+    truth's) into its committed table, so the fit learns the accuracy the rankings are judged on.
+    """
+
+    n: StrictInt = Field(0, ge=0)  # 0: none, the fit is the supernet-only fit of the paper
+    seeds: PositiveInt = 1         # trainings per anchor; its accuracy is their mean
+
+    @field_validator("n")
+    @classmethod
+    def _enough(cls, n: int) -> int:
+        if 0 < n < MIN_ANCHORS:
+            raise ValueError(f"is {n}; the fit cross-validates its weights on the anchors and needs at least "
+                             f"{MIN_ANCHORS}: set anchors.n to 0 (no anchors) or to {MIN_ANCHORS} or more")
+        return n
+
+
 class Mlflow(Section):
     experiment: str = "fitnas"
     # The registered model retraining adds a version to; null: the experiment's name.
@@ -260,6 +279,7 @@ class Params(Section):
     latency: Latency = Latency()
     retrain: Retrain = Retrain()
     rankcheck: Rankcheck = Rankcheck()
+    anchors: Anchors = Anchors()
     mlflow: Mlflow = Mlflow()
 
     @model_validator(mode="after")
@@ -301,6 +321,11 @@ class Params(Section):
                 f"networks of space {self.space.name!r} (the rank check trains networks that were not sampled); "
                 f"lower one of them"
             )
+        if self.anchors.n > n:
+            problems.append(
+                f"anchors.n = {self.anchors.n} is more than sample.n = {n}; the anchors are trained among the "
+                f"sampled networks: lower anchors.n or raise sample.n"
+            )
         calibration = self.sample.bn_batches * self.sample.bn_batch_size
         if self.data.train_limit is not None and calibration > self.data.train_limit:
             problems.append(
@@ -315,6 +340,8 @@ class Params(Section):
 
 
 MIN_FIT_SAMPLES = 10  # fewer sampled networks than this leave nothing to learn a ranking from
+# The fewest stand-alone results a fit cross-validates its weights on: below it, a fold holds one or two networks.
+MIN_ANCHORS = 8
 
 
 def _space_size(settings: Space) -> int:

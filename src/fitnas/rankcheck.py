@@ -84,6 +84,26 @@ def pick_archs(space: SearchSpace, pool: pd.DataFrame, excluded: Iterable[str], 
     return eligible.iloc[:n].reset_index(drop=True)
 
 
+def pick_anchors(space: SearchSpace, sampled: Sequence[str], n: int) -> list[str]:
+    """The networks the anchors stage trains: the first n distinct connected samples, in the sample stage's draw order.
+
+    Among the samples, so the fit has the supernet's score beside each anchor's true accuracy and the
+    rank check's draw, which leaves the samples out already, stays the same: the committed truth stays
+    valid whatever `anchors.n` is. A cut-off network is never one: its accuracy is chance, which every
+    cheap signal tells already.
+    """
+    picked: dict[str, str] = {}
+    for text in sampled:
+        arch = space.parse(text)
+        name = space.to_str(space.canonical(arch))
+        if name not in picked and space.connected(arch):
+            picked[name] = text
+        if len(picked) == n:
+            return list(picked.values())
+    raise ConfigError(f"anchors.n is {n}, but only {len(picked)} of the {len(sampled)} samples are distinct connected "
+                      f"networks; lower anchors.n to at most {len(picked)} or raise sample.n")
+
+
 def training_key(p: Params, shape: Any, space: SearchSpace, data_files: Sequence[Path]) -> str:
     """What a stand-alone accuracy depends on, hashed: the recipe, the data and the code that trains.
 

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fitnas.config import MIN_ANCHORS
 from fitnas.distributed import torch_threads
 from fitnas.metrics import kendall_tau
 from fitnas.predictors.base import ParamsFn, ProgressFn, RankNormalizer, TrainingRecipe, ranking_loss, register
@@ -52,8 +53,7 @@ LowData = Mapping[str, tuple[Sequence[Arch], Sequence[float]]]
 FreeSignals = Mapping[str, Callable[[Arch], float]]
 
 TRUTH = "truth"  # the candidate trained on the K truths alone
-# The fewest truths worth cross-validating weights on: below it, a fold holds one or two networks.
-MIN_TRUTHS = 8
+MIN_TRUTHS = MIN_ANCHORS  # the fewest truths worth cross-validating weights on (config checks anchors.n by it)
 TUNES = ("head", "all")
 # Fine-tuning learning rates: the head trains at the usual rate from its pre-trained start; every
 # weight at once needs a lower one or it forgets what the low fidelity taught (prototype on seeds 0-1).
