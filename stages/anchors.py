@@ -42,7 +42,7 @@ def anchors(p: config.Params, params_path: str, world: distributed.World) -> Non
         shape = space.network_shape(p.supernet, train_split.images.shape[1], len(train_split.classes))
         key = training_key(p, shape, space, [TRAIN, VAL])
         trained, had = truth_results(p, space, shape, picked, world.device, TRUTH_TABLE, train_split, val_split,
-                                     key, world, seeds=seeds)
+                                     key, world, seeds=seeds, label="anchors")
     if not world.is_main:
         return
 

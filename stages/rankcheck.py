@@ -33,6 +33,8 @@ from fitnas.pipeline import (
 from fitnas.rankcheck import (
     POOL_PER_ARCH,
     RANKERS,
+    budget_picks,
+    end_result,
     mean_over_seeds,
     pick_archs,
     rank_report,
@@ -72,6 +74,13 @@ def rankcheck(p: config.Params, params_path: str, world: distributed.World) -> N
     key = training_key(p, scorer.shape, space, [TRAIN, VAL])
     trained, had = truth_results(p, space, scorer.shape, list(picked.arch), world.device, TRUTH_TABLE,
                                  train_split, val_split, key, world)
+    # The end result: does the search's choice beat the biggest network that fits the same budget?
+    strategy = strategies.for_space(space, lambda: read_lookup(LOOKUP), lambda: predictors.load_file(PREDICTOR, space, costs().params),
+                                    costs, None, p.search, p.seed)
+    picks = budget_picks(strategy, cfg.budgets)
+    end_archs = list(dict.fromkeys([*picks.choice, *picks.largest]))
+    ended, end_had = truth_results(p, space, scorer.shape, end_archs, world.device, TRUTH_TABLE, train_split, val_split,
+                                   key, world, label="rankcheck end result")
     if not world.is_main:
         return
 
@@ -84,9 +93,11 @@ def rankcheck(p: config.Params, params_path: str, world: distributed.World) -> N
     table.to_csv(RANKCHECK, index=False)
 
     report = rank_report(table, cfg.bootstrap, p.seed)
+    end = end_result(picks, mean_over_seeds(ended)) if end_archs else {}
     seconds = time.time() - start
-    summary = report | {"seconds": seconds, "seconds_per_training": float(trained.train_seconds.mean()),
-                        "trainings": len(trained), "from_table": had, "processes": world.size, "threads": p.threads}
+    summary = report | end | {"seconds": seconds, "seconds_per_training": float(trained.train_seconds.mean()),
+                              "trainings": len(trained) + len(ended), "from_table": had + end_had,
+                              "processes": world.size, "threads": p.threads}
     write_json(METRICS / "rankcheck.json", summary)
     titles = RANKERS | {"predicted_acc": f"{p.predictor.kind} prediction ({source})"}
     figure = plots.rank_check(table, report, titles, PLOTS / "rankcheck.png")
@@ -98,10 +109,18 @@ def rankcheck(p: config.Params, params_path: str, world: distributed.World) -> N
               f"Spearman rho {report[f'{column}.spearman_rho']:+.3f}  "
               f"precision@10% {report[f'{column}.precision_top10']:.2f}  regret {report[f'{column}.regret_top1']:.4f}")
     print(verdict(report, p.predictor.kind))
+    for row in picks.itertuples():
+        name = f"end.q{round(row.fraction * 100):02d}"
+        print(f"rankcheck: FLOPs <= {row.flops_budget:.2f} M ({row.fraction:.0%} of the range): the search's choice "
+              f"{end[f'{name}.choice_acc']:.4f} ({row.choice_flops_M:.2f} M), the largest network "
+              f"{end[f'{name}.largest_acc']:.4f} ({row.largest_flops_M:.2f} M)")
+    if end:
+        print(f"rankcheck: the search's choice is at least as accurate as the largest network at "
+              f"{end['end.choice_at_least_as_good']} of {end['end.budgets']} budgets")
 
     with stage_run("rankcheck", p, params_path) as run:
         run.log_params({f"rankcheck.{k}": v for k, v in cfg.model_dump().items()})
-        run.log_metrics(summary)
+        run.log_metrics({k: v for k, v in summary.items() if not isinstance(v, str)})
         run.log_metrics({f"rankcheck.{column}.kendall_tau": report[f"{column}.kendall_tau"]
                          for column in ("predicted_acc", "supernet_acc")}, to_parent=True)
         for path in (figure, RANKCHECK, METRICS / "rankcheck.json"):

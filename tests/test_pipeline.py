@@ -251,10 +251,25 @@ def test_rankcheck_is_off_the_default_path_and_reports_every_ranking(reproduced)
     truth = pd.read_csv(project / "results/truth.csv")
     anchors = pd.read_csv(project / "results/anchors.csv")
     assert not set(table.arch) & set(anchors.arch)  # never checked on a network it was given the answer for
-    truth = truth[~truth.arch.isin(anchors.arch)]
-    assert len(truth) == 8 and set(truth.arch) == set(table.arch) and sorted(set(truth.seed)) == [0, 1]
+    checked = truth[truth.arch.isin(table.arch)]
+    assert len(checked) == 8 and set(checked.arch) == set(table.arch) and sorted(set(checked.seed)) == [0, 1]
     report = json.loads((project / "metrics/rankcheck.json").read_text())
     assert report["networks"] == 4 and -1.0 <= report["truth.self_kendall_tau"] <= 1.0
+    # The end result: at a quarter, half and three quarters of the FLOPs range, the choice against the largest network.
+    lookup = pd.read_csv(project / "results/lookup.csv").set_index("arch")
+    low, high = lookup.flops_M.min(), lookup.flops_M.max()
+    assert report["end.budgets"] == 3 and 0 <= report["end.choice_at_least_as_good"] <= 3
+    for q, fraction in (("q25", 0.25), ("q50", 0.5), ("q75", 0.75)):
+        budget = report[f"end.{q}.flops_budget"]
+        assert budget == pytest.approx(low + fraction * (high - low))
+        feasible = lookup[lookup.flops_M <= budget]
+        assert report[f"end.{q}.largest_flops_M"] == pytest.approx(feasible.flops_M.max())
+        assert report[f"end.{q}.choice_arch"] == feasible.predicted_acc.idxmax()
+        for who in ("choice", "largest"):
+            trained = truth[truth.arch == report[f"end.{q}.{who}_arch"]]
+            assert sorted(trained.seed) == [0, 1]
+            assert report[f"end.{q}.{who}_acc"] == pytest.approx(trained.standalone_acc.mean())
+    assert "rankcheck end result:" in result.stdout and "at least as accurate as the largest network at" in result.stdout
     for column in RANKERS:
         low, tau, high = (report[f"{column}.kendall_tau{end}"] for end in ("_low", "", "_high"))
         assert -1.0 <= low <= tau <= high <= 1.0
@@ -269,6 +284,7 @@ def test_rankcheck_is_off_the_default_path_and_reports_every_ranking(reproduced)
     # Networks already trained come from the truth table: a forced re-run trains none.
     again = run([sys.executable, "-m", "dvc", "repro", "-f", "-s", "rankcheck/dvc.yaml:rankcheck"], project)
     assert "rankcheck: 0 of 8 trainings to do (4 networks x 2 seeds; 8 in results/truth.csv)" in again.stdout
+    assert "rankcheck end result: 0 of" in again.stdout
     assert pd.read_csv(project / "results/rankcheck.csv").standalone_acc.tolist() == table.standalone_acc.tolist()
 
     from mlflow import MlflowClient

@@ -29,7 +29,7 @@ def _space(project):
     return spaces.get(config.load(project / "params.yaml").space)
 
 
-def test_every_stage_runs_on_the_chain_space(reproduced):
+def test_every_stage_runs_on_the_chain_space(reproduced, monkeypatch):
     project, output = reproduced
     assert ran_stages(output) == STAGES
     space = _space(project)
@@ -40,9 +40,13 @@ def test_every_stage_runs_on_the_chain_space(reproduced):
     lookup = pd.read_csv(project / "results/lookup.csv")
     assert set(lookup.arch) == set(samples.arch)  # a searched space's table holds the samples
 
-    from fitnas.predictors import load_gcn
+    from fitnas import config, predictors
+    from fitnas.pipeline import final_costs
 
-    predictor = load_gcn(torch.load(project / "models/predictor.pt", weights_only=True), space)
+    monkeypatch.chdir(project)  # the pipeline's paths are the project's
+    costs = final_costs(config.load("params.yaml"), space)
+    predictor = predictors.load_file(project / "models/predictor.pt", space, costs.params)
+    assert predictor.name == json.loads((project / "metrics/fit.json").read_text())["lookup_predictor"] == "multifidelity"
     arch = space.parse(lookup.arch.iloc[0])
     assert predictor.query([arch])[0] == pytest.approx(lookup.predicted_acc.iloc[0], abs=1e-5)
 

@@ -97,6 +97,30 @@ def test_a_searched_space_picks_from_random_networks_with_their_predictions_and_
     assert set(picked.arch) <= set(pool.arch)
 
 
+def test_budget_picks_take_the_best_predicted_and_the_largest_network_under_each_budget(lookup):
+    strategy = strategies.TableSearch(nb201.SPACE, lookup, None)
+    low, high = lookup.flops_M.min(), lookup.flops_M.max()
+    picks = rankcheck.budget_picks(strategy, [0.25, 0.5, 1.0])
+    assert picks.flops_budget.tolist() == pytest.approx([low + 0.25 * (high - low), low + 0.5 * (high - low), high])
+    for row in picks.itertuples():
+        feasible = lookup[lookup.flops_M <= row.flops_budget]
+        assert row.choice == feasible.sort_values("predicted_acc").arch.iloc[-1]
+        assert row.largest_flops_M == feasible.flops_M.max() == lookup.set_index("arch").flops_M[row.largest]
+    assert picks.largest_flops_M.iloc[-1] == high
+
+
+def test_end_result_counts_the_budgets_where_the_choice_is_at_least_as_good():
+    picks = pd.DataFrame({"fraction": [0.25, 0.5, 0.75], "flops_budget": [1.0, 2.0, 3.0],
+                          "choice": ["a", "b", "c"], "choice_flops_M": [1.0, 1.5, 2.0],
+                          "largest": ["x", "b", "z"], "largest_flops_M": [1.0, 1.5, 3.0]})
+    truth = pd.DataFrame({"arch": ["a", "b", "c", "x", "z"], "standalone_acc": [0.9, 0.8, 0.7, 0.85, 0.75]})
+    report = rankcheck.end_result(picks, truth)
+    assert report["end.budgets"] == 3 and report["end.choice_at_least_as_good"] == 2  # a beats x; b is x; c loses
+    assert report["end.q25.gain"] == pytest.approx(0.05) and report["end.q75.gain"] == pytest.approx(-0.05)
+    assert report["end.q50.choice_arch"] == report["end.q50.largest_arch"] == "b"
+    assert rankcheck.end_result(picks.iloc[:0], truth) == {}
+
+
 ROW = dict(standalone_acc=0.8, standalone_loss=0.5, train_acc=0.9, train_seconds=3.0)
 
 
@@ -249,7 +273,7 @@ def test_training_key_follows_the_recipe_not_the_count_of_networks_or_seeds(tmp_
     data.write_bytes(b"images")
     key = lambda **change: rankcheck.training_key(  # noqa: E731
         Params.model_validate({"rankcheck": change}), SHAPE, nb201.SPACE, [data])
-    assert key() == key(archs=60, seeds=3, bootstrap=10)
+    assert key() == key(archs=60, seeds=3, bootstrap=10, budgets=[0.5])
     assert key() != key(epochs=3) and key() != key(lr=0.05)
     assert key() != rankcheck.training_key(Params(), nb201.NetworkShape(8, 1, 1, 3), nb201.SPACE, [data])
     before = key()

@@ -211,6 +211,9 @@ class Rankcheck(Section):
     momentum: StrictFloat = Field(0.9, ge=0, lt=1)
     weight_decay: StrictFloat = Field(5e-4, ge=0)
     bootstrap: PositiveInt = 1000  # resamples for the 95% interval of each Kendall tau
+    # The end result: at these fractions of the space's FLOPs range, the search's choice and the
+    # largest-FLOPs network under the same budget, both trained with this recipe. []: skip it.
+    budgets: list[Annotated[float, Field(gt=0, le=1)]] = [0.25, 0.5, 0.75]
 
 
 class Anchors(Section):

@@ -88,7 +88,9 @@ def _missing_params(project: Path, params_path: Path) -> list[str]:
     except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):
         return []  # the params check reports an unreadable file; a broken dvc.yaml is DVC's to report
     wanted = {key for stage in stages.values() for key in stage.get("params", []) if isinstance(key, str)}
-    return [key for key in sorted(wanted) if not _has_path(raw, key)]
+    missing = [key for key in sorted(wanted) if not _has_path(raw, key)]
+    # A missing section says it all: `supernet` lacking, `supernet.cells` is noise.
+    return [key for key in missing if not any(key.startswith(other + ".") for other in missing)]
 
 
 def _has_path(raw, key: str) -> bool:

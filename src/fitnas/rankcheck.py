@@ -114,7 +114,7 @@ def training_key(p: Params, shape: Any, space: SearchSpace, data_files: Sequence
     committed, and an unrelated edit to, say, config.py must not throw away hours
     of training.
     """
-    recipe = p.rankcheck.model_dump(exclude={"archs", "seeds", "bootstrap"})
+    recipe = p.rankcheck.model_dump(exclude={"archs", "seeds", "bootstrap", "budgets"})
     settings = {"seed": p.seed, "shape": dataclasses.asdict(shape), "recipe": recipe, "torch": torch.__version__}
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode())
     for path in data_files:
@@ -214,7 +214,7 @@ def train_from_scratch(
 def truth_results(
     p: Params, space: SearchSpace, shape: Any, archs: Sequence[str], device: torch.device, path: Path,
     train_split: splits.Split, val_split: splits.Split, key: str, world: World | None = None,
-    seeds: Sequence[int] | None = None,
+    seeds: Sequence[int] | None = None, label: str = "rankcheck",
 ) -> tuple[pd.DataFrame, int]:
     """Every (network, seed) result of the truth, trained where the table lacks it, and how many it had.
 
@@ -223,7 +223,8 @@ def truth_results(
     shared out across the ranks, each trained exactly as one process would train it;
     every result is added to the table as soon as it exists, so an interrupted run
     resumes with what it had not finished. Every rank returns the whole table.
-    `seeds`: which seeds (offsets from p.seed), by default 0 to rankcheck.seeds - 1.
+    `seeds`: which seeds (offsets from p.seed), by default 0 to rankcheck.seeds - 1;
+    `label`: the stage's name in the progress lines.
     """
     world = world or World()
     cfg = p.rankcheck
@@ -238,17 +239,17 @@ def truth_results(
     had = sum(item in results for item in wanted)
     missing = [item for item in wanted if item not in results]
     if world.is_main:
-        print(f"rankcheck: {len(missing)} of {len(wanted)} trainings to do ({len(archs)} networks x {len(seeds)} seeds; "
+        print(f"{label}: {len(missing)} of {len(wanted)} trainings to do ({len(archs)} networks x {len(seeds)} seeds; "
               f"{had} in {path}), {world.size} process(es); {cfg.epochs} epochs on {len(train_split)} images each, "
               f"on {device}", flush=True)
     batches = {seed: Batches(train_split, cfg.batch_size, shuffle=True, seed=p.seed + seed, device=device) for seed in seeds}
     mine = world.shard(missing)
     for i, (arch, seed) in enumerate(mine, start=1):
-        label = f"rankcheck {i}/{len(mine)}" + (f" (rank {world.rank})" if world.enabled else "")
-        result = train_from_scratch(space, space.parse(arch), shape, batches[seed], val_batches, cfg, p.seed + seed, label)
+        line = f"{label} {i}/{len(mine)}" + (f" (rank {world.rank})" if world.enabled else "")
+        result = train_from_scratch(space, space.parse(arch), shape, batches[seed], val_batches, cfg, p.seed + seed, line)
         add_truth(path, key, {(arch, seed): result})
         results[(arch, seed)] = result
-        print(f"{label}: {arch} seed {seed}  stand-alone acc {result[TRUTH]:.4f}  "
+        print(f"{line}: {arch} seed {seed}  stand-alone acc {result[TRUTH]:.4f}  "
               f"(trained in {result['train_seconds']:.0f}s)", flush=True)
     gathered = {}
     for part in world.gather({item: results[item] for item in mine}):
@@ -258,6 +259,51 @@ def truth_results(
     results.update(gathered)
     table = pd.DataFrame([{"arch": arch, "seed": seed, **results[(arch, seed)]} for arch, seed in wanted])
     return table, had
+
+
+def budget_picks(strategy: Any, fractions: Sequence[float]) -> pd.DataFrame:
+    """At each fraction of the space's FLOPs range: the search's choice and the largest-FLOPs network under that budget.
+
+    `strategy` is the search stage's (strategies.for_space). The biggest network that fits is
+    the free alternative a user has; the end result asks whether the search beats it. In a
+    space too large to list, both come from the networks the search scored.
+    """
+    from fitnas.search import Budget, top_k, within_budget
+
+    low, high = strategy.ranges()["flops"]
+    threads = torch.get_num_threads()  # a searched space's search sets one thread; the trainings must not inherit it
+    rows = []
+    try:
+        for fraction in fractions:
+            budget = Budget(flops=low + fraction * (high - low))
+            table, _ = strategy.candidates(budget)
+            choice = top_k(table, budget, 1).iloc[0]
+            largest = within_budget(table, budget).sort_values(["flops_M", "params_M", "arch"],
+                                                              ascending=[False, False, True]).iloc[0]
+            rows.append({"fraction": fraction, "flops_budget": budget.flops,
+                         "choice": choice["arch"], "choice_flops_M": float(choice["flops_M"]),
+                         "largest": largest["arch"], "largest_flops_M": float(largest["flops_M"])})
+    finally:
+        torch.set_num_threads(threads)
+    return pd.DataFrame(rows, columns=["fraction", "flops_budget", "choice", "choice_flops_M", "largest", "largest_flops_M"])
+
+
+def end_result(picks: pd.DataFrame, truth: pd.DataFrame) -> dict[str, Any]:
+    """The metrics of the end result: per budget (end.qNN.*) both networks' true accuracy, and at how many the choice is as good."""
+    accuracy = truth.set_index("arch")[TRUTH]
+    report: dict[str, Any] = {}
+    wins = 0
+    for row in picks.itertuples():
+        name = f"end.q{round(row.fraction * 100):02d}"
+        choice, largest = float(accuracy[row.choice]), float(accuracy[row.largest])
+        wins += choice >= largest
+        report |= {f"{name}.flops_budget": row.flops_budget, f"{name}.choice_arch": row.choice,
+                   f"{name}.choice_flops_M": row.choice_flops_M, f"{name}.choice_acc": choice,
+                   f"{name}.largest_arch": row.largest, f"{name}.largest_flops_M": row.largest_flops_M,
+                   f"{name}.largest_acc": largest, f"{name}.gain": choice - largest}
+    if len(picks):
+        report |= {"end.budgets": len(picks), "end.choice_at_least_as_good": wins}
+    return report
 
 
 def mean_over_seeds(trained: pd.DataFrame) -> pd.DataFrame:
