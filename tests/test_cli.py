@@ -79,7 +79,7 @@ def test_describe_malformed_arch_shows_the_expected_form(table):
 def test_help_lists_stages_and_queries():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for name in ("prepare", "supernet", "sample", "anchors", "fit", "search", "retrain", "rankcheck", "lookup", "describe", "predict", "doctor"):
+    for name in ("prepare", "supernet", "sample", "anchors", "fit", "search", "retrain", "rankcheck", "lookup", "describe", "predict", "experiments", "doctor"):
         assert name in result.output
     text = runner.invoke(app, ["predict", "--help"], terminal_width=200).output
     assert "--model MODEL" in text and "--json" in text and "<" not in text.replace("<=", ""), text
@@ -177,7 +177,7 @@ def test_version_and_short_help():
 
 
 @pytest.mark.parametrize("command", ["prepare", "supernet", "sample", "anchors", "fit", "search", "retrain", "latency-table",
-                                     "rankcheck", "lookup", "describe", "doctor"])
+                                     "rankcheck", "lookup", "describe", "experiments", "doctor"])
 def test_every_command_reads_the_params_file_with_params_and_click_metavars(command):
     text = runner.invoke(app, [command, "--help"], terminal_width=200).output
     assert "--params PATH" in text and "--config" not in text, text

@@ -269,6 +269,24 @@ def predict(
             typer.echo(f"{row['path']}: {shown}")
 
 
+@app.command(rich_help_panel="Queries")
+def experiments(
+    all_commits: bool = typer.Option(False, "--all-commits", "-A", help="Every commit's experiments, not only HEAD's."),
+    params: Path = typer.Option(Path("params.yaml"), "--params", metavar="PATH", show_default=False, help=PARAMS_HELP),
+) -> None:
+    """The DVC experiments side by side: headline metrics and the params that differ (`dvc exp show`, cut down)."""
+    from fitnas import config
+    from fitnas.experiments import dvc_experiments, headline, markdown
+
+    kind = config.load(params).predictor.kind if params.is_file() else "gcn"
+    try:
+        entries = dvc_experiments(["--all-commits"] if all_commits else [])
+    except RuntimeError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(markdown(headline(entries, kind)))
+
+
 @app.command(rich_help_panel="Set-up")
 def doctor(params: Path = typer.Option(Path("params.yaml"), "--params", metavar="PATH", show_default=False, help="The params file to check [default: params.yaml].")) -> None:
     """Check this machine: params, dataset, torch and device, dvc.yaml's python, DVC, MLflow; says what to fix."""
