@@ -33,7 +33,6 @@ from fitnas.pipeline import (
 from fitnas.rankcheck import (
     POOL_PER_ARCH,
     RANKERS,
-    budget_picks,
     end_result,
     mean_over_seeds,
     pick_archs,
@@ -77,7 +76,7 @@ def rankcheck(p: config.Params, params_path: str, world: distributed.World) -> N
     # The end result: does the search's choice beat the biggest network that fits the same budget?
     strategy = strategies.for_space(space, lambda: read_lookup(LOOKUP), lambda: predictors.load_file(PREDICTOR, space, costs().params),
                                     costs, None, p.search, p.seed)
-    picks = budget_picks(strategy, cfg.budgets)
+    picks = strategies.budget_picks(strategy, cfg.budgets)
     end_archs = list(dict.fromkeys([*picks.choice, *picks.largest]))
     ended, end_had = truth_results(p, space, scorer.shape, end_archs, world.device, TRUTH_TABLE, train_split, val_split,
                                    key, world, label="rankcheck end result")

@@ -261,33 +261,6 @@ def truth_results(
     return table, had
 
 
-def budget_picks(strategy: Any, fractions: Sequence[float]) -> pd.DataFrame:
-    """At each fraction of the space's FLOPs range: the search's choice and the largest-FLOPs network under that budget.
-
-    `strategy` is the search stage's (strategies.for_space). The biggest network that fits is
-    the free alternative a user has; the end result asks whether the search beats it. In a
-    space too large to list, both come from the networks the search scored.
-    """
-    from fitnas.search import Budget, top_k, within_budget
-
-    low, high = strategy.ranges()["flops"]
-    threads = torch.get_num_threads()  # a searched space's search sets one thread; the trainings must not inherit it
-    rows = []
-    try:
-        for fraction in fractions:
-            budget = Budget(flops=low + fraction * (high - low))
-            table, _ = strategy.candidates(budget)
-            choice = top_k(table, budget, 1).iloc[0]
-            largest = within_budget(table, budget).sort_values(["flops_M", "params_M", "arch"],
-                                                              ascending=[False, False, True]).iloc[0]
-            rows.append({"fraction": fraction, "flops_budget": budget.flops,
-                         "choice": choice["arch"], "choice_flops_M": float(choice["flops_M"]),
-                         "largest": largest["arch"], "largest_flops_M": float(largest["flops_M"])})
-    finally:
-        torch.set_num_threads(threads)
-    return pd.DataFrame(rows, columns=["fraction", "flops_budget", "choice", "choice_flops_M", "largest", "largest_flops_M"])
-
-
 def end_result(picks: pd.DataFrame, truth: pd.DataFrame) -> dict[str, Any]:
     """The metrics of the end result: per budget (end.qNN.*) both networks' true accuracy, and at how many the choice is as good."""
     accuracy = truth.set_index("arch")[TRUTH]

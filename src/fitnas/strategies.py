@@ -12,6 +12,7 @@ answers a budget the same way, and none of them asks which space it has.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import numpy as np
@@ -23,7 +24,7 @@ from fitnas.costs import AdditiveCost, CostModel
 from fitnas.errors import ConfigError
 from fitnas.latency import add_latency
 from fitnas.predictors import Predictor, scorer_for
-from fitnas.search import Budget, table_ranges, top_k
+from fitnas.search import Budget, table_ranges, top_k, within_budget
 from fitnas.spaces.base import SearchSpace
 from fitnas.util import progress
 
@@ -156,3 +157,28 @@ def pool_for(space: SearchSpace, lookup: Callable[[], pd.DataFrame], predictor: 
     if tabulated(space):
         return lookup(), "the fit's lookup table"
     return random_pool(space, predictor(), costs(), n, seed), "the fitted predictor"
+
+
+def budget_picks(strategy: TableSearch | SpaceSearch, fractions: Sequence[float]) -> pd.DataFrame:
+    """At each fraction of the space's FLOPs range: the search's choice and the largest-FLOPs network under that budget.
+
+    `strategy` is the search stage's (`for_space`). The biggest network that fits is
+    the free alternative a user has; the end result asks whether the search beats it. In a
+    space too large to list, both come from the networks the search scored.
+    """
+    low, high = strategy.ranges()["flops"]
+    threads = torch.get_num_threads()  # a searched space's search sets one thread; the trainings must not inherit it
+    rows = []
+    try:
+        for fraction in fractions:
+            budget = Budget(flops=low + fraction * (high - low))
+            table, _ = strategy.candidates(budget)
+            choice = top_k(table, budget, 1).iloc[0]
+            largest = within_budget(table, budget).sort_values(["flops_M", "params_M", "arch"],
+                                                              ascending=[False, False, True]).iloc[0]
+            rows.append({"fraction": fraction, "flops_budget": budget.flops,
+                         "choice": choice["arch"], "choice_flops_M": float(choice["flops_M"]),
+                         "largest": largest["arch"], "largest_flops_M": float(largest["flops_M"])})
+    finally:
+        torch.set_num_threads(threads)
+    return pd.DataFrame(rows, columns=["fraction", "flops_budget", "choice", "choice_flops_M", "largest", "largest_flops_M"])
