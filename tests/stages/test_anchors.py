@@ -44,7 +44,7 @@ def test_pick_anchors_skips_cut_off_and_repeated_networks():
 
 def test_anchors_are_trained_once_into_the_truth_table(anchors_project):
     result = run(stage_command("anchors"), anchors_project)
-    assert "rankcheck: 8 of 8 trainings to do (8 networks x 1 seeds; 0 in results/truth.csv)" in result.stdout
+    assert "anchors: 8 of 8 trainings to do (8 networks x 1 seeds; 0 in results/truth.csv)" in result.stdout
     anchors = pd.read_csv(anchors_project / "results/anchors.csv")
     assert list(anchors.columns) == ["arch", "accuracy"]
     assert anchors.arch.tolist() == rankcheck.pick_anchors(nb201.SPACE, _samples(), 8)
