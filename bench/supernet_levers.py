@@ -37,16 +37,23 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 # name -> overrides of params.yaml (dotted keys). The levers of Yu et al. (ICLR 2021), FairNAS,
-# few-shot NAS and a seed ensemble; `base` is the default supernet.
+# few-shot NAS and a seed ensemble; `base` is the default supernet. Two of Yu et al.'s are the
+# default already and have no variant: BatchNorm without affine weights (both spaces' supernets)
+# and no path dropout (single-path sampling drops nothing); their third, BatchNorm statistics of
+# the sub-network itself, is `sample.bn_batches` (the bn* variants score the base supernet).
 VARIANTS: dict[str, dict[str, object]] = {
     "base": {},
-    "ensemble3": {"supernet.ensemble": 3},
-    "fair": {"supernet.sampling": "fair"},
-    "fewshot_e2": {"supernet.few_shot_slot": 2, "supernet.few_shot_epochs": 2},
+    "bn1": {"sample.bn_batches": 1},
+    "bn16": {"sample.bn_batches": 16},
     "lr0.05": {"supernet.lr": 0.05},
+    "lr0.2": {"supernet.lr": 0.2},
     "wd0": {"supernet.weight_decay": 0.0},
     "epochs10": {"supernet.epochs": 10},
+    "cells2": {"supernet.cells": 2},
     "wide16": {"supernet.channels": 16},
+    "ensemble3": {"supernet.ensemble": 3},
+    "fewshot_e2": {"supernet.few_shot_slot": 2, "supernet.few_shot_epochs": 2},
+    "fair": {"supernet.sampling": "fair"},
 }
 
 
@@ -75,17 +82,36 @@ def with_overrides(params: dict, overrides: dict[str, object]) -> dict:
     return out
 
 
-def variant_key(params: dict, truth: pd.DataFrame) -> str:
-    """What a variant's result depends on: its params and the truth it is judged by (and the code, by version)."""
-    digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode())
-    digest.update(pd.util.hash_pandas_object(truth, index=False).values.tobytes())
+def code_digest() -> "hashlib._Hash":
+    digest = hashlib.sha1()
     for path in sorted((ROOT / "src" / "fitnas").rglob("*.py")) + [ROOT / "stages" / "supernet.py"]:
         digest.update(path.read_bytes())
+    return digest
+
+
+def variant_key(params: dict, truth: pd.DataFrame) -> str:
+    """What a variant's result depends on: its params and the truth it is judged by (and the code, by version)."""
+    digest = code_digest()
+    digest.update(json.dumps(params, sort_keys=True).encode())
+    digest.update(pd.util.hash_pandas_object(truth, index=False).values.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def supernet_key(params: dict) -> str:
+    """What a variant's trained supernet depends on: everything but how it is scored (`sample.*`), so
+    variants that differ only there share one training."""
+    digest = code_digest()
+    digest.update(json.dumps({k: v for k, v in params.items() if k != "sample"}, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
 
 def train_variant(folder: Path, params: dict, prepared: Path) -> float:
-    """The supernet stage run in `folder` with these params; its training seconds (from metrics/supernet.json)."""
+    """The supernet stage run in `folder` with these params; its training seconds (from metrics/supernet.json).
+
+    A folder whose supernet finished is not trained again (another variant of the same supernet)."""
+    finished = folder / "metrics" / "supernet.json"
+    if finished.is_file() and (folder / "models" / "supernet.pt").is_file():
+        return float(json.loads(finished.read_text())["seconds"])
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     link = folder / "data" / "prepared"
@@ -99,12 +125,12 @@ def train_variant(folder: Path, params: dict, prepared: Path) -> float:
     return float(json.loads((folder / "metrics" / "supernet.json").read_text())["seconds"])
 
 
-def score_variant(folder: Path, archs: list[str]) -> list[float]:
+def score_variant(folder: Path, params: dict, archs: list[str]) -> list[float]:
     """The variant supernet's scores of `archs`, as the sample stage scores (the index-th network, the index-th shuffle)."""
     from fitnas import config, scoring, spaces
     from fitnas.distributed import pick_device, torch_threads
 
-    p = config.load(folder / "params.yaml")
+    p = config.Params.model_validate(params)
     space = spaces.get(p.space)
     device = pick_device(p.device)
     with torch_threads(p.threads):
@@ -160,14 +186,14 @@ def main(argv: list[str] | None = None) -> dict:
             row = done[key] | {"name": name}
             print(f"{name}: from {journal}", flush=True)
         else:
-            folder = Path(args.work) / f"{name}-{key}"
+            folder = Path(args.work) / f"supernet-{supernet_key(params)}"
             print(f"{name}: training the supernet in {folder} ({overrides or 'the default'})", flush=True)
             seconds = train_variant(folder, params, Path(args.prepared))
-            scores = np.array(score_variant(folder, list(truth.arch)))
+            scores = np.array(score_variant(folder, params, list(truth.arch)))
             low, high = bootstrap_kendall_tau(scores, y, args.bootstrap, 0)
             row = {"name": name, "key": key, "overrides": overrides, "networks": len(truth),
                    "kendall_tau": kendall_tau(scores, y), "low": low, "high": high,
-                   "spearman_rho": spearman_rho(scores, y), "train_seconds": seconds,
+                   "spearman_rho": spearman_rho(scores, y), "train_seconds": seconds, "supernet": folder.name,
                    "threads": params.get("threads", 1), "torch_threads_seen": torch.get_num_threads()}
             with journal.open("a") as f:
                 f.write(json.dumps(row) + "\n")

@@ -33,16 +33,19 @@ def test_variants_are_trained_by_the_stage_judged_on_the_truth_and_resumed_from_
     archs = [nb201.to_str(a) for a in nb201.SPACE.sample(8, random.Random(0))]
     pd.DataFrame({"arch": archs, "standalone_acc": [0.8 + 0.01 * i for i in range(8)]}).to_csv(project / "truth.csv", index=False)
     monkeypatch.chdir(project)
-    args = ["--truth", "truth.csv", "--variants", "base", "--variant", "pair=supernet.ensemble=2", "--bootstrap", "20",
-            "--out", "out", "--work", "work"]
+    args = ["--truth", "truth.csv", "--variants", "base", "--variant", "pair=supernet.ensemble=2",
+            "--variant", "calib=sample.bn_batches=1", "--bootstrap", "20", "--out", "out", "--work", "work"]
     report = bench.main(args)
     names = [row["name"] for row in report["variants"]]
-    assert names == ["base", "pair"]
+    assert names == ["base", "pair", "calib"]
+    base, pair, calib = report["variants"]
+    # scored differently, trained the same: one supernet, trained once
+    assert calib["supernet"] == base["supernet"] != pair["supernet"]
+    assert calib["train_seconds"] == base["train_seconds"] and calib["key"] != base["key"]
     for row in report["variants"]:
         assert -1 <= row["kendall_tau"] <= 1 and row["low"] <= row["high"]
         assert row["networks"] == 8 and row["train_seconds"] > 0
-    pair = json.loads((project / "work" / f"pair-{report['variants'][1]['key']}" / "metrics" / "supernet.json").read_text())
-    assert pair["ensemble"] == 2
+    assert json.loads((project / "work" / pair["supernet"] / "metrics" / "supernet.json").read_text())["ensemble"] == 2
     assert "| pair | supernet.ensemble=2 |" in (project / "out" / "supernet_levers.md").read_text()
 
     capsys.readouterr()
