@@ -48,10 +48,23 @@ def test_variants_are_trained_by_the_stage_judged_on_the_truth_and_resumed_from_
     assert json.loads((project / "work" / pair["supernet"] / "metrics" / "supernet.json").read_text())["ensemble"] == 2
     assert "| pair | supernet.ensemble=2 |" in (project / "out" / "supernet_levers.md").read_text()
 
+    # the gain over base is paired: computed on the same resamples of the networks
+    assert pair["gain"] == pytest.approx(pair["kendall_tau"] - base["kendall_tau"])
+    assert pair["gain_low"] <= pair["gain"] <= pair["gain_high"] and "gain" not in base
+
     capsys.readouterr()
     again = bench.main(args)  # every variant from the journal: nothing retrained
     assert "from out/supernet_levers.runs.jsonl" in capsys.readouterr().out
     assert [r["kendall_tau"] for r in again["variants"]] == [r["kendall_tau"] for r in report["variants"]]
+
+    # a journal of an earlier version (no scores) is completed by scoring the same supernets again
+    journal = project / "out" / "supernet_levers.runs.jsonl"
+    rows = [json.loads(line) for line in journal.read_text().splitlines()]
+    journal.write_text("".join(json.dumps({k: v for k, v in row.items() if k != "scores"}) + "\n" for row in rows))
+    capsys.readouterr()
+    completed = bench.main(args)
+    assert capsys.readouterr().out.count("its scores recomputed") == 3
+    assert [r["scores"] for r in completed["variants"]] == [r["scores"] for r in report["variants"]]
 
 
 def test_a_bad_variant_or_a_missing_truth_is_one_clear_line(tmp_path, monkeypatch):
