@@ -90,19 +90,25 @@ def code_digest() -> "hashlib._Hash":
     return digest
 
 
-def variant_key(params: dict, truth: pd.DataFrame) -> str:
-    """What a variant's result depends on: its params and the truth it is judged by (and the code, by version)."""
-    digest = code_digest()
-    digest.update(json.dumps(params, sort_keys=True).encode())
-    digest.update(pd.util.hash_pandas_object(truth, index=False).values.tobytes())
-    return digest.hexdigest()[:16]
+# What a supernet's training reads of params.yaml, and what its scoring adds (`sample.*`); the
+# rest (anchors, the fit, the search ...) changes neither, so it keys nothing here.
+TRAINING = ("seed", "device", "threads", "data", "space", "supernet")
+SCORING = ("bn_batches", "bn_batch_size", "val_limit", "batch_size")
 
 
 def supernet_key(params: dict) -> str:
-    """What a variant's trained supernet depends on: everything but how it is scored (`sample.*`), so
-    variants that differ only there share one training."""
+    """What a variant's trained supernet depends on, hashed: variants that differ only in how it is
+    scored share one training."""
     digest = code_digest()
-    digest.update(json.dumps({k: v for k, v in params.items() if k != "sample"}, sort_keys=True).encode())
+    digest.update(json.dumps({k: params.get(k) for k in TRAINING}, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def variant_key(params: dict, truth: pd.DataFrame) -> str:
+    """What a variant's result depends on: its supernet, its scoring and the truth it is judged by."""
+    digest = hashlib.sha1(supernet_key(params).encode())
+    digest.update(json.dumps({k: params["sample"].get(k) for k in SCORING}, sort_keys=True).encode())
+    digest.update(pd.util.hash_pandas_object(truth, index=False).values.tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -198,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, overrides in chosen.items():
         params = with_overrides(base, overrides)
         key = variant_key(params, truth)
-        folder = Path(args.work) / f"supernet-{supernet_key(params)}"
+        folder = Path(args.work) / done.get(key, {}).get("supernet", f"supernet-{supernet_key(params)}")
         if key in done and ("scores" in done[key] or not (folder / "models" / "supernet.pt").is_file()):
             row = done[key] | {"name": name}
             print(f"{name}: from {journal}", flush=True)

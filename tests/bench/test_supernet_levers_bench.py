@@ -75,3 +75,18 @@ def test_a_bad_variant_or_a_missing_truth_is_one_clear_line(tmp_path, monkeypatc
         bench.main(["--variants", "", "--variant", "broken"])
     with pytest.raises(SystemExit, match="x.csv not found"):
         bench.main(["--variants", "base", "--truth", "x.csv"])
+
+
+def test_keys_follow_what_training_and_scoring_read():
+    import yaml
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    truth = pd.DataFrame({"arch": ["a", "b"], "standalone_acc": [0.8, 0.9]})
+    same = bench.with_overrides(params, {"anchors.n": 16, "sample.n": 50, "predictor.kind": "mlp"})
+    assert bench.variant_key(same, truth) == bench.variant_key(params, truth)
+    scored = bench.with_overrides(params, {"sample.bn_batches": 9})
+    assert bench.supernet_key(scored) == bench.supernet_key(params)
+    assert bench.variant_key(scored, truth) != bench.variant_key(params, truth)
+    trained = bench.with_overrides(params, {"supernet.lr": 0.3})
+    assert bench.supernet_key(trained) != bench.supernet_key(params)
+    assert bench.variant_key(params, truth.assign(standalone_acc=[0.9, 0.8])) != bench.variant_key(params, truth)
