@@ -54,7 +54,12 @@ VARIANTS: dict[str, dict[str, object]] = {
     "ensemble3": {"supernet.ensemble": 3},
     "fewshot_e2": {"supernet.few_shot_slot": 2, "supernet.few_shot_epochs": 2},
     "fair": {"supernet.sampling": "fair"},
-    "seed1": {"seed": 1},  # no lever: another supernet of the default recipe, how far two of them differ
+    # No lever: another supernet of the default recipe (seed 1), how far two of them differ; and the
+    # two levers that moved most, with that seed and together.
+    "seed1": {"seed": 1},
+    "wd0_seed1": {"seed": 1, "supernet.weight_decay": 0.0},
+    "epochs10_seed1": {"seed": 1, "supernet.epochs": 10},
+    "wd0_epochs10": {"supernet.weight_decay": 0.0, "supernet.epochs": 10},
 }
 
 
