@@ -60,6 +60,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "wd0_seed1": {"seed": 1, "supernet.weight_decay": 0.0},
     "epochs10_seed1": {"seed": 1, "supernet.epochs": 10},
     "wd0_epochs10": {"supernet.weight_decay": 0.0, "supernet.epochs": 10},
+    "fewshot_e2_seed1": {"seed": 1, "supernet.few_shot_slot": 2, "supernet.few_shot_epochs": 2},
 }
 
 
