@@ -89,7 +89,8 @@ def with_overrides(params: dict, overrides: dict[str, object]) -> dict:
     return out
 
 
-def code_digest() -> "hashlib._Hash":
+def code_digest():
+    """The code a supernet's training and scoring run, hashed (every fitnas module and the stage)."""
     digest = hashlib.sha1()
     for path in sorted((ROOT / "src" / "fitnas").rglob("*.py")) + [ROOT / "stages" / "supernet.py"]:
         digest.update(path.read_bytes())
@@ -216,9 +217,10 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{name}: from {journal}", flush=True)
         elif key in done:  # a row of an earlier version, without its scores: the same supernet scores again
             row = done[key] | {"name": name, "scores": score_variant(folder, params, list(truth.arch))}
-            if abs(kendall_tau(np.array(row["scores"]), y) - row["kendall_tau"]) > 1e-9:
+            again = kendall_tau(np.array(row["scores"]), y)
+            if abs(again - row["kendall_tau"]) > 1e-9:
                 raise SystemExit(f"bench: {name}: the recomputed scores of {folder} rank at "
-                                 f"{kendall_tau(np.array(row['scores']), y):+.4f}, not the journal's {row['kendall_tau']:+.4f}: "
+                                 f"{again:+.4f}, not the journal's {row['kendall_tau']:+.4f}: "
                                  f"scoring is not deterministic here; delete its journal line to measure it again")
             with journal.open("a") as f:
                 f.write(json.dumps(row) + "\n")
