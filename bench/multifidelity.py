@@ -26,7 +26,8 @@ DIR/multifidelity.runs.jsonl at once; `--resume` keeps those made with the same
 settings. Synflow values are kept in DIR/multifidelity.synflow.csv (they depend
 only on the cell and the network shape) and pre-trained low-fidelity GCNs in
 DIR/multifidelity.cache/ (not committed: weights), so a resumed study re-fits
-nothing it has.
+nothing it has; beside them each (seed, K) fit's components (k{seed}_{K}.npz),
+which bench/multifidelity_weightings.py re-weighs without re-fitting.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ import torch
 
 from fitnas.config import Predictor as PredictorSettings
 from fitnas.metrics import kendall_tau, precision_at_top, spearman_rho
-from fitnas.predictors.multifidelity import TRUTH, MultiFidelityPredictor, simplex_weights
+from fitnas.predictors.multifidelity import TRUTH, MultiFidelityPredictor, _quantile_map, simplex_weights
 from fitnas.predictors import from_settings, gcn_state, load_gcn
 from fitnas.spaces import nb201
 from fitnas.zerocost import score_archs
@@ -196,6 +197,14 @@ def _task_k(seed: int, k: int, cache: str, synflow: dict[str, float] | None) -> 
         rows.append({"method": name, **judge(mf.query_with(weights, archs), truth), "weights": weights,
                      "fit_seconds": mf_seconds})
     rows[-1]["report"] = mf.report
+    # Every component on every cell and on the truths out of fold, for studying other weightings
+    # offline (weights: beside the cache, not committed).
+    keys = [nb201.canonical(a) for a in archs]
+    np.savez_compressed(Path(cache).with_name(f"k{seed}_{k}.npz"), k_idx=k_idx, y=k_y,
+                        names=np.array(mf.components),
+                        oof=np.column_stack([mf.oof[n] for n in mf.components]),
+                        cells=np.column_stack([_quantile_map(mf.references[n], mf._component(n, keys))
+                                               for n in mf.components]))
 
     # The plain blend: gcn_low never saw the K truths, the truth-only GCN's out-of-fold values come
     # from the predictor's cross-validation; their rank average's weight is chosen on the K truths.

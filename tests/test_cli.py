@@ -11,8 +11,12 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def table(tmp_path):
-    """A lookup table over the real distinct networks with made-up predictions."""
+def table(tmp_path, monkeypatch):
+    """A lookup table over the real distinct networks with made-up predictions.
+
+    In an empty folder: the command also reads the working folder's latency table when one is there.
+    """
+    monkeypatch.chdir(tmp_path)
     archs = nb201.distinct()
     costs = nb201.cost_model(nb201.NetworkShape(8, 1, 1, 10), 28)
     rng = random.Random(0)

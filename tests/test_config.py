@@ -47,7 +47,7 @@ def problems(tmp_path, patch: dict) -> str:
         ({"rankcheck": {"archs": 2}}, "rankcheck.archs = 2: must be greater than or equal to 4; allowed: a whole number >= 4 (default 50)"),
         ({"predictor": {"baselines": ["mlp", "xgb"]}}, "predictor.baselines[1] = 'xgb': must be one of 'gcn', 'mlp', 'rf', 'params' or 'multifidelity'"),
         ({"anchors": {"n": 3}}, "anchors.n = 3: is 3; the fit cross-validates its weights on the anchors and needs at least 8: set anchors.n to 0"),
-        ({"anchors": {"n": 300}}, "anchors.n = 300 is more than sample.n = 200; the anchors are trained among the sampled networks"),
+        ({"anchors": {"n": 300}}, "anchors.n = 300 is more than sample.n = 100; the anchors are trained among the sampled networks"),
         ({"supernet": 5}, "supernet: is 5, but it is a section of keys: channels, cells, epochs"),
         # a misspelt choice or key: did you mean
         ({"predictor": {"kind": "gnc"}}, "predictor.kind = 'gnc': must be one of 'gcn', 'mlp', 'rf', 'params' or 'multifidelity' (default 'gcn'); did you mean 'gcn'?"),

@@ -74,6 +74,15 @@ def test_tiny_study_writes_every_row_table_and_plot_and_resumes(table, tmp_path)
     # Other settings are another study: nothing of this one is reused.
     assert bench.read_journal(tmp_path / "multifidelity.runs.jsonl", {**saved["config"], "low_n": 61}) == []
 
+    # The saved components re-weigh offline (bench/multifidelity_weightings.py) to the same default row.
+    spec = importlib.util.spec_from_file_location("bench_weightings", ROOT / "bench" / "multifidelity_weightings.py")
+    weightings = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(weightings)
+    offline = weightings.main([str(tmp_path / "multifidelity.cache"), str(table)])
+    assert set(offline) == {(s, k) for s in (0, 1) for k in (8, 16)}
+    for r in runs:
+        assert offline[(r["seed"], r["k"])]["multifidelity"] == pytest.approx(r["kendall_tau"], abs=1e-9)
+
 
 def test_one_process_and_several_measure_the_same_without_synflow(table, tmp_path):
     args = [str(table), "--k", "10", "--low-n", "50", "--seeds", "1", "--epochs", "2", "--ensemble", "1",

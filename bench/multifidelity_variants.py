@@ -1,0 +1,84 @@
+"""Prototype: the multi-fidelity fit with another fine-tuning recipe, on the benchmark's splits.
+
+Reads the low-fidelity GCNs a run of bench/multifidelity.py cached (OUT/multifidelity.cache/low{seed}.pt)
+and fits the predictor again per seed and K with VARIANT: `hinge1.0` (the fine-tunings' pairwise hinge
+weight 1.0 instead of the pipeline's 0.25; the truth-only network keeps 0.25) or `members6` (six
+fine-tuned members, two per pre-trained network). With DUMP it saves the components as the benchmark
+does, for bench/multifidelity_weightings.py.
+
+    python bench/multifidelity_variants.py hinge1.0 10,25,50,156 bench/results [DUMP]
+"""
+import sys, time
+import numpy as np, pandas as pd, torch
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+import multifidelity as B
+from fitnas.predictors.multifidelity import MultiFidelityPredictor, TRUTH
+from fitnas.predictors.base import ranking_loss
+from fitnas.predictors import load_gcn
+from fitnas.config import Predictor as PS
+from fitnas.spaces import nb201
+
+variant, ks, out = sys.argv[1], [int(k) for k in sys.argv[2].split(",")], sys.argv[3]
+torch.set_num_threads(1)
+cfg = {"settings": PS().model_dump(), "low_n": 1000, "quick_epochs": None, "synflow_shape": [16, 1, 8]}
+B._load(sys.argv[5] if len(sys.argv) > 5 else "../shared/data/nb201/cifar10.csv", cfg)
+W = B._W
+synflow = B.read_synflow(B.Path(out) / "multifidelity.synflow.csv", [16, 1, 8])
+
+class V(MultiFidelityPredictor):
+    tune_hinge = None
+    def _start(self, name, member):
+        if name == TRUTH:
+            return super()._start(name, member)
+        import copy
+        sig, _ = self._split(name)
+        ms = self.experts[sig].models
+        return copy.deepcopy(ms[member % len(ms)]).to(self.device)
+    def _train(self, name, member, graphs, targets, checkpoints, probe=None):
+        if self.tune_hinge is None or name == TRUTH:
+            return super()._train(name, member, graphs, targets, checkpoints, probe)
+        old = self.gcn["hinge_weight"]; self.gcn["hinge_weight"] = self.tune_hinge
+        try:
+            return super()._train(name, member, graphs, targets, checkpoints, probe)
+        finally:
+            self.gcn["hinge_weight"] = old
+
+res = {}
+for seed in range(5):
+    for k in ks:
+        low_idx, k_idx = B.split(len(W["archs"]), 1000, k, seed)
+        archs, truth = W["archs"], W["truth"]
+        expert = load_gcn(torch.load(f"{out}/multifidelity.cache/low{seed}.pt", weights_only=True), nb201)
+        opts = B.mf_options(W["settings"], None)
+        if variant.startswith("members"):
+            opts["ensemble"] = int(variant[7:])
+        mf = V(nb201, seed=seed, keep_all=True, **opts)
+        if variant.startswith("hinge"):
+            mf.tune_hinge = float(variant[5:])
+        low = (list(archs[i] for i in low_idx), W["low"][low_idx])
+        mf.use_expert(B.LOW, expert, *low)
+        free = {"params": W["params_fn"], "flops": W["flops_fn"],
+                "synflow": lambda a: synflow[nb201.to_str(nb201.canonical(a))]}
+        t = time.time()
+        mf.fit([archs[i] for i in k_idx], truth[k_idx], low={B.LOW: low}, free=free)
+        H, A = "val12:head", "val12:all"
+        r = {"head": {H: 1.0}, "all": {A: 1.0}, "mix": {H: .5, A: .5},
+             "finetune": mf.choose_weights([H, A]), "mf": dict(zip(mf.components, mf.weights)),
+             "mix_params": None}
+        # mix_params: the mix as one column, weighed against params by CV
+        from fitnas.predictors.multifidelity import _ranks01, simplex_weights
+        col = np.column_stack([(_ranks01(mf.oof[H]) + _ranks01(mf.oof[A])) / 2, mf.oof["params"]])
+        w, _ = simplex_weights(col, truth[k_idx])
+        r["mix_params"] = {H: w[0] / 2, A: w[0] / 2, "params": w[1]}
+        if len(sys.argv) > 4:
+            keys = [nb201.canonical(a) for a in archs]
+            from fitnas.predictors.multifidelity import _quantile_map
+            np.savez_compressed(f"{sys.argv[4]}/k{seed}_{k}.npz", k_idx=k_idx, y=truth[k_idx], names=np.array(mf.components),
+                oof=np.column_stack([mf.oof[n] for n in mf.components]),
+                cells=np.column_stack([_quantile_map(mf.references[n], mf._component(n, keys)) for n in mf.components]))
+        out = {m: B.kendall_tau(mf.query_with(wt, archs), truth) for m, wt in r.items()}
+        print(variant, seed, k, f"{time.time()-t:.0f}s", " ".join(f"{m} {v:.3f}" for m, v in out.items()), flush=True)
+        for m, v in out.items():
+            res.setdefault((m, k), []).append(v)
+for (m, k), v in sorted(res.items(), key=lambda x: (x[0][1], x[0][0])):
+    print(f"SUMMARY {variant} {k:4d} {m:12s} {np.mean(v):.3f} ± {np.std(v):.3f}")
