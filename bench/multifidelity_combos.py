@@ -14,6 +14,8 @@ import pandas as pd
 
 from fitnas.metrics import kendall_tau
 from fitnas.predictors.multifidelity import simplex_weights, _ranks01
+if len(sys.argv) != 4:
+    sys.exit(__doc__)
 truth = pd.read_csv(sys.argv[3]).test_acc_200ep.to_numpy(float)
 res = {}
 for f in sorted(glob.glob(sys.argv[1] + "/k*_*.npz")):

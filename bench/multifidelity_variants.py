@@ -18,6 +18,8 @@ from fitnas.predictors import load_gcn
 from fitnas.config import Predictor as PS
 from fitnas.spaces import nb201
 
+if len(sys.argv) < 4 or not (sys.argv[1].startswith("hinge") or sys.argv[1].startswith("members")):
+    sys.exit(__doc__)
 variant, ks, out = sys.argv[1], [int(k) for k in sys.argv[2].split(",")], sys.argv[3]
 torch.set_num_threads(1)
 cfg = {"settings": PS().model_dump(), "low_n": 1000, "quick_epochs": None, "synflow_shape": [16, 1, 8]}

@@ -72,6 +72,8 @@ def weigh(path: str, truth: np.ndarray) -> tuple[tuple[int, int], dict[str, floa
 
 
 def main(argv: list[str]) -> dict[tuple[int, int], dict[str, float]]:
+    if len(argv) != 2:
+        sys.exit(__doc__)
     truth = pd.read_csv(argv[1]).test_acc_200ep.to_numpy(float)
     results = dict(weigh(f, truth) for f in sorted(glob.glob(argv[0] + "/k*_*.npz")))
     for (seed, k), taus in sorted(results.items()):
