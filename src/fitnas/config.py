@@ -102,7 +102,7 @@ class Supernet(Section):
 
 
 class Sample(Section):
-    n: PositiveInt = 100  # 100 ranked no worse than 200 (README): the time goes to the anchors
+    n: PositiveInt = 100  # 100 ranked no worse than 200 (bench/results/supernet_ranking.md): the time goes to the anchors
     bn_batches: PositiveInt = 4  # training batches that recalibrate BatchNorm per sub-network
     bn_batch_size: PositiveInt = 256
     val_limit: Optional[PositiveInt] = 2000  # validation images scored per sub-network
