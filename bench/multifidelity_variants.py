@@ -2,11 +2,15 @@
 
 Reads the low-fidelity GCNs a run of bench/multifidelity.py cached (OUT/multifidelity.cache/low{seed}.pt)
 and fits the predictor again per seed and K with VARIANT: `hinge1.0` (the fine-tunings' pairwise hinge
-weight 1.0 instead of the pipeline's 0.25; the truth-only network keeps 0.25) or `members6` (six
-fine-tuned members, two per pre-trained network). With DUMP it saves the components as the benchmark
-does, for bench/multifidelity_weightings.py.
+weight 1.0 instead of the pipeline's 0.25; the truth-only network keeps 0.25), `members6` (six
+fine-tuned members, two per pre-trained network; `members3` is the default fit) or `cvmembers3` (the
+cross-validation's out-of-fold values from three members per fold, as many as the final fit averages,
+instead of one). With DUMP it saves the components as the benchmark does, for
+bench/multifidelity_weightings.py. SEEDS (environment, default 0,1,2,3,4) picks the seeds; a seed
+whose low-fidelity GCN is not in the cache is pre-trained first, as the benchmark does.
 
     python bench/multifidelity_variants.py hinge1.0 10,25,50,156 bench/results [DUMP]
+    SEEDS=5,6,7,8,9 python bench/multifidelity_variants.py cvmembers3 10,25,50,156 /tmp/mfdev
 """
 import sys, time
 import numpy as np, pandas as pd, torch
@@ -18,7 +22,7 @@ from fitnas.predictors import load_gcn
 from fitnas.config import Predictor as PS
 from fitnas.spaces import nb201
 
-if len(sys.argv) < 4 or not (sys.argv[1].startswith("hinge") or sys.argv[1].startswith("members")):
+if len(sys.argv) < 4 or not sys.argv[1].startswith(("hinge", "members", "cvmembers")):
     sys.exit(__doc__)
 variant, ks, out = sys.argv[1], [int(k) for k in sys.argv[2].split(",")], sys.argv[3]
 torch.set_num_threads(1)
@@ -29,6 +33,7 @@ synflow = B.read_synflow(B.Path(out) / "multifidelity.synflow.csv", [16, 1, 8])
 
 class V(MultiFidelityPredictor):
     tune_hinge = None
+    cv_members = 1
     def _start(self, name, member):
         if name == TRUTH:
             return super()._start(name, member)
@@ -37,6 +42,11 @@ class V(MultiFidelityPredictor):
         ms = self.experts[sig].models
         return copy.deepcopy(ms[member % len(ms)]).to(self.device)
     def _train(self, name, member, graphs, targets, checkpoints, probe=None):
+        if probe is not None and self.cv_members > 1:  # out of fold: the mean of cv_members members
+            runs = [self._train_one(name, m, graphs, targets, checkpoints, probe) for m in range(self.cv_members)]
+            return runs[0][0], [sum(outs) / len(runs) for outs in zip(*(r[1] for r in runs))]
+        return self._train_one(name, member, graphs, targets, checkpoints, probe)
+    def _train_one(self, name, member, graphs, targets, checkpoints, probe=None):
         if self.tune_hinge is None or name == TRUTH:
             return super()._train(name, member, graphs, targets, checkpoints, probe)
         old = self.gcn["hinge_weight"]; self.gcn["hinge_weight"] = self.tune_hinge
@@ -46,7 +56,15 @@ class V(MultiFidelityPredictor):
             self.gcn["hinge_weight"] = old
 
 res = {}
-for seed in range(5):
+import os
+seeds = [int(s) for s in os.environ.get("SEEDS", "0,1,2,3,4").split(",")]
+for seed in seeds:
+    cache = B.Path(f"{out}/multifidelity.cache/low{seed}.pt")
+    if not cache.is_file():
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        t = time.time()
+        low_row = B._task_low(seed, str(cache))
+        print(variant, seed, f"pre-trained gcn_low tau {low_row['kendall_tau']:.3f} in {time.time() - t:.0f}s", flush=True)
     for k in ks:
         low_idx, k_idx = B.split(len(W["archs"]), 1000, k, seed)
         archs, truth = W["archs"], W["truth"]
@@ -57,6 +75,8 @@ for seed in range(5):
         mf = V(nb201, seed=seed, keep_all=True, **opts)
         if variant.startswith("hinge"):
             mf.tune_hinge = float(variant[5:])
+        if variant.startswith("cvmembers"):
+            mf.cv_members = int(variant[9:])
         low = (list(archs[i] for i in low_idx), W["low"][low_idx])
         mf.use_expert(B.LOW, expert, *low)
         free = {"params": W["params_fn"], "flops": W["flops_fn"],
@@ -78,9 +98,9 @@ for seed in range(5):
             np.savez_compressed(f"{sys.argv[4]}/k{seed}_{k}.npz", k_idx=k_idx, y=truth[k_idx], names=np.array(mf.components),
                 oof=np.column_stack([mf.oof[n] for n in mf.components]),
                 cells=np.column_stack([_quantile_map(mf.references[n], mf._component(n, keys)) for n in mf.components]))
-        out = {m: B.kendall_tau(mf.query_with(wt, archs), truth) for m, wt in r.items()}
-        print(variant, seed, k, f"{time.time()-t:.0f}s", " ".join(f"{m} {v:.3f}" for m, v in out.items()), flush=True)
-        for m, v in out.items():
+        taus = {m: B.kendall_tau(mf.query_with(wt, archs), truth) for m, wt in r.items()}
+        print(variant, seed, k, f"{time.time()-t:.0f}s", " ".join(f"{m} {v:.3f}" for m, v in taus.items()), flush=True)
+        for m, v in taus.items():
             res.setdefault((m, k), []).append(v)
 for (m, k), v in sorted(res.items(), key=lambda x: (x[0][1], x[0][0])):
     print(f"SUMMARY {variant} {k:4d} {m:12s} {np.mean(v):.3f} ± {np.std(v):.3f}")
