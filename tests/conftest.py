@@ -128,7 +128,8 @@ def tiny_chain_project(tmp_path_factory) -> Path:
 
 STAGE_TINY = {
     "supernet": {"epochs": 3},
-    "sample": {"n": 12, "val_limit": 200},  # 12: the least the fit accepts (config: 10 to fit, 2 held out)
+    # 12: the least the fit accepts (config: 10 to fit, 2 held out); two proxies, one that reads images
+    "sample": {"n": 12, "val_limit": 200, "proxies": ["synflow", "jacov"]},
     "final": {"channels": 4},
     "retrain": {"epochs": 3, "augment": True},
 }

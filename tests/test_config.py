@@ -39,7 +39,7 @@ def problems(tmp_path, patch: dict) -> str:
     "patch, expected",
     [
         # wrong type or out of range: the key, the value, what is allowed and the default
-        ({"supernet": {"epochs": 0}}, "supernet.epochs = 0: must be greater than 0; allowed: a whole number > 0 (default 5)"),
+        ({"supernet": {"epochs": 0}}, "supernet.epochs = 0: must be greater than 0; allowed: a whole number > 0 (default 4)"),
         ({"supernet": {"momentum": 1.5}}, "supernet.momentum = 1.5: must be less than 1; allowed: a number in [0, 1) (default 0.9)"),
         ({"budget": {"flops": "lots"}}, "budget.flops = 'lots': must be a valid number; allowed: null or a number > 0"),
         ({"retrain": {"augment": "maybe"}}, "retrain.augment = 'maybe': must be a valid boolean, unable to interpret input; allowed: true or false"),
@@ -47,7 +47,7 @@ def problems(tmp_path, patch: dict) -> str:
         ({"rankcheck": {"archs": 2}}, "rankcheck.archs = 2: must be greater than or equal to 4; allowed: a whole number >= 4 (default 50)"),
         ({"predictor": {"baselines": ["mlp", "xgb"]}}, "predictor.baselines[1] = 'xgb': must be one of 'gcn', 'mlp', 'rf', 'params' or 'multifidelity'"),
         ({"anchors": {"n": 3}}, "anchors.n = 3: is 3; the fit cross-validates its weights on the anchors and needs at least 8: set anchors.n to 0"),
-        ({"anchors": {"n": 300}}, "anchors.n = 300 is more than sample.n = 100; the anchors are trained among the sampled networks"),
+        ({"anchors": {"n": 300}}, "anchors.n = 300 is more than sample.n = 60; the anchors are trained among the sampled networks"),
         ({"supernet": 5}, "supernet: is 5, but it is a section of keys: channels, cells, epochs"),
         # a misspelt choice or key: did you mean
         ({"predictor": {"kind": "gnc"}}, "predictor.kind = 'gnc': must be one of 'gcn', 'mlp', 'rf', 'params' or 'multifidelity' (default 'gcn'); did you mean 'gcn'?"),

@@ -84,7 +84,7 @@ class Space(Section):
 class Supernet(Section):
     channels: PositiveInt = 8
     cells: PositiveInt = 1
-    epochs: PositiveInt = 5
+    epochs: PositiveInt = 4  # more did not rank better (bench/README.md, the levers); 4 keep dvc repro within 20 min
     batch_size: PositiveInt = 256
     lr: PositiveFloat = 0.1
     momentum: StrictFloat = Field(0.9, ge=0, lt=1)
@@ -102,14 +102,15 @@ class Supernet(Section):
 
 
 class Sample(Section):
-    n: PositiveInt = 100  # 100 ranked no worse than 200 (bench/results/supernet_ranking.md): the time goes to the anchors
+    n: PositiveInt = 60  # 50 samples ranked as well as 100 or 200 (bench/results/supernet_ranking.md); 60 keep dvc repro within 20 min
     bn_batches: PositiveInt = 4  # training batches that recalibrate BatchNorm per sub-network
     bn_batch_size: PositiveInt = 256
     val_limit: Optional[PositiveInt] = 2000  # validation images scored per sub-network
     batch_size: PositiveInt = 500
     # Zero-cost proxies of each sampled network (fitnas.zerocost; all: synflow, naswot, jacov, grad_norm,
-    # snip): more cheap signals the fit fuses when anchors exist. These two cost ~0.2 s a network on 1 thread.
-    proxies: list[Literal["synflow", "naswot", "jacov", "grad_norm", "snip"]] = ["synflow", "jacov"]
+    # snip): more cheap signals the fit fuses when anchors exist, ~0.1 s a network each on 1 thread, plus an
+    # expert the fit pre-trains. synflow only by default: jacov got weight 0 in the default's fusion (README).
+    proxies: list[Literal["synflow", "naswot", "jacov", "grad_norm", "snip"]] = ["synflow"]
     proxy_batch: PositiveInt = 64  # training images the data-reading proxies see
 
 
