@@ -12,7 +12,7 @@ whose low-fidelity GCN is not in the cache is pre-trained first, as the benchmar
     python bench/multifidelity_variants.py hinge1.0 10,25,50,156 bench/results [DUMP]
     SEEDS=5,6,7,8,9 python bench/multifidelity_variants.py cvmembers3 10,25,50,156 /tmp/mfdev
 """
-import sys, time
+import os, sys, time
 import numpy as np, pandas as pd, torch
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
 import multifidelity as B
@@ -56,7 +56,6 @@ class V(MultiFidelityPredictor):
             self.gcn["hinge_weight"] = old
 
 res = {}
-import os
 seeds = [int(s) for s in os.environ.get("SEEDS", "0,1,2,3,4").split(",")]
 for seed in seeds:
     cache = B.Path(f"{out}/multifidelity.cache/low{seed}.pt")
@@ -68,7 +67,7 @@ for seed in seeds:
     for k in ks:
         low_idx, k_idx = B.split(len(W["archs"]), 1000, k, seed)
         archs, truth = W["archs"], W["truth"]
-        expert = load_gcn(torch.load(f"{out}/multifidelity.cache/low{seed}.pt", weights_only=True), nb201)
+        expert = load_gcn(torch.load(cache, weights_only=True), nb201)
         opts = B.mf_options(W["settings"], None)
         if variant.startswith("members"):
             opts["ensemble"] = int(variant[7:])
