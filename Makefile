@@ -10,4 +10,4 @@ repro: setup       ## the whole pipeline on the embedded default (Fashion-MNIST,
 	dvc repro      # torch's threads come from params.yaml (threads: 1), as in README's measured table
 
 test: setup        ## the test suite, the end-to-end pipeline on a tiny configuration included
-	python -m pytest -q
+	python -m pytest -q -n auto --dist loadfile  # one worker per core; a file's tests share a worker (module fixtures)

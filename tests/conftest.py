@@ -16,6 +16,11 @@ from fitnas.data import idx, sources, splits
 
 ROOT = Path(__file__).resolve().parents[1]
 
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # `make test` runs one worker per core: the cores are shared out
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
 # Small subsets, one epoch, few samples: the whole pipeline in about two minutes on 2 CPU cores.
 TINY = {
     "data": {"val_size": 600, "train_limit": 1500, "test_limit": 500},
