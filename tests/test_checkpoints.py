@@ -99,7 +99,10 @@ def test_pickled_objects_are_refused_not_run(tmp_path, monkeypatch):
     assert "weights_only=False" not in str(err.value)
 
 
-@pytest.mark.parametrize("content", [b"garbage, not a checkpoint\n" * 40, b"\x80\x02}q\x00." + os.urandom(64), b"PK\x03\x04" + b"\0" * 90])
+# Fixed bytes and ids: pytest-xdist's workers must collect the same test names.
+@pytest.mark.parametrize("content", [b"garbage, not a checkpoint\n" * 40,
+                                     b"\x80\x02}q\x00." + np.random.default_rng(0).bytes(64),
+                                     b"PK\x03\x04" + b"\0" * 90], ids=["text", "pickle-header", "zip-header"])
 def test_a_garbage_checkpoint_gets_our_message_never_the_unsafe_advice(tmp_path, content):
     """torch's own text is many lines and suggests weights_only=False (issue 18)."""
     from fitnas.data.splits import load_split
