@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fitnas.metrics import kendall_tau
-from fitnas.predictors.multifidelity import MultiFidelityPredictor, simplex_weights, stack_weights
+from fitnas.predictors.multifidelity import MultiFidelityPredictor, simplex_weights
 from fitnas.predictors import GCNPredictor
 from fitnas.spaces import nb201
 
@@ -128,18 +128,6 @@ def test_simplex_weights_find_the_informative_column():
     columns = np.column_stack([rng.normal(size=60), y + 0.1 * rng.normal(size=60), rng.normal(size=60)])
     w, tau = simplex_weights(columns, y)
     assert w.sum() == pytest.approx(1.0) and w[1] >= 0.8 and tau > 0.8
-
-
-def test_stack_weights_find_the_informative_columns_and_ignore_the_contrary_one():
-    rng = np.random.default_rng(0)
-    y = rng.normal(size=60)
-    columns = np.column_stack([rng.normal(size=60), y + 0.3 * rng.normal(size=60), -y, y + 0.3 * rng.normal(size=60)])
-    w, tau = stack_weights(columns, y)
-    assert w.sum() == pytest.approx(1.0) and (w >= 0).all()
-    assert w[2] == 0 and w[1] + w[3] >= 0.9 and tau > 0.8
-    # Nothing agrees with y: the least contrary column, alone.
-    w, _ = stack_weights(np.column_stack([-y, -y + rng.normal(size=60)]), y)
-    assert w.tolist() == [0.0, 1.0]
 
 
 def test_bad_settings_are_refused():

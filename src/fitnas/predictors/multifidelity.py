@@ -18,12 +18,10 @@ them does not remove it. A few stand-alone ("true") accuracies can correct it.
 3. **Stack**: the fine-tuned experts, a graph network trained on the truths
    alone, and any free signals (FLOPs, params, zero-cost proxies: functions of
    the architecture) are combined by a weighted average of their quantiles.
-   The epochs of every trained candidate are chosen by cross-validation on the
-   K truths only (out-of-fold predictions, folds of whole isomorphism
-   classes), never on anything else; the weights are a non-negative least
-   squares fit of the truths' ranks on the out-of-fold ranks (Breiman's stacked
-   regression). A useless low signal gets weight 0 and the result falls back to
-   the truth-only fit.
+   The epochs of every trained candidate and the weights are chosen by
+   cross-validation on the K truths only (out-of-fold predictions, folds of
+   whole isomorphism classes), never on anything else. A useless low signal
+   gets weight 0 and the result falls back to the truth-only fit.
 
 Same `fit`/`query` interface as `fitnas.predictors`, plus the low-fidelity
 data: `fit(archs, y, low={"supernet": (archs, scores)}, free={"params": fn})`.
@@ -62,8 +60,8 @@ TUNES = ("head", "all")
 TUNE_LR = {"head": 1e-3, "all": 3e-4}
 TUNE_EPOCHS = {"head": (25, 50, 100, 200), "all": (10, 30, 60, 100)}
 FUSIONS = ("stack", "finetune")
-# Weight grid of `simplex_weights` (the stack's rule until 2026-12-04, kept for the benchmarks that
-# re-weigh saved fits with it): steps of 1/STEPS on the simplex.
+# Weight grid of the stack: steps of 1/STEPS on the simplex. Coarse on purpose:
+# K out-of-fold predictions cannot resolve finer weights.
 STEPS = 10
 
 
@@ -103,27 +101,6 @@ def simplex_weights(columns: np.ndarray, y: np.ndarray, steps: int = STEPS) -> t
         if tau > best_tau + 1e-12:
             best_w, best_tau = w, tau
     return best_w, float(best_tau)
-
-
-def stack_weights(columns: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
-    """Weights (>= 0, summing to 1) of the columns' ranks whose sum best fits y's ranks; its Kendall tau.
-
-    Non-negative least squares with an intercept, on ranks in [0, 1] (Breiman, "Stacked
-    regressions", 1996). Against `simplex_weights`, which maximises Kendall tau over a grid (a
-    step function of the weights: the argmax of K noisy pairs), the squared error is smooth in the
-    weights, so K out-of-fold values choose them with less variance (bench/README.md, "Fourth
-    round"). Without any positive weight (no column agrees with y) the best column by Kendall tau
-    takes it all.
-    """
-    from scipy.optimize import nnls
-
-    n, m = columns.shape
-    ranks = np.column_stack([_ranks01(columns[:, j]) for j in range(m)])
-    w = nnls(np.column_stack([ranks, np.ones(n)]), _ranks01(np.asarray(y, dtype=float)))[0][:m]
-    if w.sum() <= 0:
-        w = np.eye(m)[int(np.argmax([kendall_tau(ranks[:, j], y) for j in range(m)]))]
-    w = w / w.sum()
-    return w, float(kendall_tau(ranks @ w, y))
 
 
 @register
@@ -378,7 +355,7 @@ class MultiFidelityPredictor:
             if len(self.components) == 1:
                 self.weights, cv_tau = np.ones(1), chosen[trained[0]][1]
             else:
-                self.weights, cv_tau = stack_weights(np.column_stack(columns), y)
+                self.weights, cv_tau = simplex_weights(np.column_stack(columns), y)
 
             # Final members on every truth: every trained candidate when `keep_all` (so that
             # `query_with` can weigh any of them), else those that carry weight.
@@ -444,7 +421,7 @@ class MultiFidelityPredictor:
             raise RuntimeError("choose_weights needs a fitted predictor")
         if len(names) == 1:
             return {names[0]: 1.0}
-        w, _ = stack_weights(np.column_stack([self.oof[n] for n in names]), self._y)
+        w, _ = simplex_weights(np.column_stack([self.oof[n] for n in names]), self._y)
         return dict(zip(names, (float(v) for v in w)))
 
     # -- saving
