@@ -3,8 +3,11 @@
 `bench/multifidelity.py` saves, for every (seed, K), each component's out-of-fold values on the
 K truths and its quantiles on every cell (DIR/multifidelity.cache/k{seed}_{K}.npz). This re-weighs
 them without re-fitting anything: a fixed equal mix of the head and all fine-tunings, the mix as one
-column stacked with the free signals or params, and weights averaged over 20 bootstrap resamples
-of the K truths ("bag20"). Every weight is still chosen on the K truths only.
+column stacked with the free signals or params, weights averaged over 20 bootstrap resamples
+of the K truths ("bag20"), and non-negative least squares of the truths' ranks on the components'
+out-of-fold ranks ("nnls", Breiman's stacked regression, instead of the grid's best Kendall tau).
+Every weight is still chosen on the K truths only. Re-weighing is exact: the "multifidelity" row
+recomputed here equals the benchmark's.
 
     python bench/multifidelity_weightings.py bench/results/multifidelity.cache ../shared/data/nb201/cifar10.csv
 """
@@ -28,6 +31,17 @@ def bagged(cols: np.ndarray, y: np.ndarray, bags: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return np.mean([simplex_weights(cols[idx], y[idx])[0]
                     for idx in (rng.integers(0, len(y), len(y)) for _ in range(bags))], axis=0)
+
+
+def nnls_weights(cols: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Weights >= 0 (summing to 1) of the columns' ranks, least squares against y's ranks, with an intercept."""
+    from scipy.optimize import nnls
+
+    ranks = np.column_stack([_ranks01(c) for c in cols.T])
+    w = nnls(np.column_stack([ranks, np.ones(len(y))]), _ranks01(y))[0][:-1]
+    if w.sum() <= 0:  # nothing agrees with y: the best column alone
+        w = np.eye(len(w))[int(np.argmax([kendall_tau(r, y) for r in ranks.T]))]
+    return w / w.sum()
 
 
 def weigh(path: str, truth: np.ndarray) -> tuple[tuple[int, int], dict[str, float]]:
@@ -68,6 +82,7 @@ def weigh(path: str, truth: np.ndarray) -> tuple[tuple[int, int], dict[str, floa
         "mix_truth_free_bag20": score(cv_mix([TRUTH] + free, 20)),
         "mix_free_bag20": score(cv_mix(free, 20)),
         "finetune_bag20": score(cv([HEAD, ALL], 20)),
+        "nnls": score(dict(zip(names, nnls_weights(oof, y)))),
     }
 
 
