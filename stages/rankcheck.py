@@ -101,7 +101,8 @@ def rankcheck(p: config.Params, params_path: str, world: distributed.World) -> N
     titles = RANKERS | {"predicted_acc": f"{p.predictor.kind} prediction ({source})"}
     figure = plots.rank_check(table, report, titles, PLOTS / "rankcheck.png")
     print(f"rankcheck: the truth agrees with itself (seed 0 vs seed 1) at Kendall tau {report['truth.self_kendall_tau']:+.3f} "
-          f"[{report['truth.self_kendall_tau_low']:+.3f}, {report['truth.self_kendall_tau_high']:+.3f}]")
+          f"[{report['truth.self_kendall_tau_low']:+.3f}, {report['truth.self_kendall_tau_high']:+.3f}]; a perfect ranking "
+          f"would reach about {report['truth.ceiling_kendall_tau']:+.3f} against the mean of the seeds")
     for column in RANKERS:
         print(f"rankcheck: {column:>13}  Kendall tau {report[f'{column}.kendall_tau']:+.3f} "
               f"[{report[f'{column}.kendall_tau_low']:+.3f}, {report[f'{column}.kendall_tau_high']:+.3f}]  "

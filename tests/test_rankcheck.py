@@ -19,6 +19,7 @@ import torch
 from fitnas import distributed, rankcheck, strategies
 from fitnas.config import ConfigError, Params
 from fitnas.data.splits import Split
+from fitnas.metrics import kendall_tau
 from fitnas.spaces import nb201
 
 
@@ -318,3 +319,27 @@ if __name__ == "__main__":
         trained, _ = train_tiny(Path(sys.argv[1]), world)
         if world.is_main:
             trained.to_csv(Path(sys.argv[1]).with_suffix(".returned.csv"), index=False)
+
+
+def test_truth_ceiling_matches_a_simulated_truth():
+    # Networks' true accuracies plus independent training noise: the tau of the true order against the mean
+    # of two seeds, simulated, is what truth_ceiling computes from the seeds' agreement alone.
+    rng = np.random.default_rng(0)
+    for spread in (0.5, 1.0, 3.0):  # true spread over the noise's std
+        self_taus, perfect = [], []
+        for _ in range(300):
+            true = rng.normal(0.0, spread, 60)
+            seeds = true + rng.normal(0.0, 1.0, (2, 60))
+            self_taus.append(kendall_tau(seeds[0], seeds[1]))
+            perfect.append(kendall_tau(true, seeds.mean(0)))
+        assert rankcheck.truth_ceiling(float(np.mean(self_taus)), 2) == pytest.approx(np.mean(perfect), abs=0.02)
+
+
+def test_truth_ceiling_ends():
+    assert rankcheck.truth_ceiling(1.0, 2) == pytest.approx(1.0)
+    assert rankcheck.truth_ceiling(0.0, 2) == 0.0
+    assert rankcheck.truth_ceiling(-0.2, 2) == 0.0  # seeds that disagree: nothing is resolved
+    # More seeds in the mean, a higher ceiling; one seed: the seeds' own agreement's square root in r.
+    assert rankcheck.truth_ceiling(0.33, 1) < rankcheck.truth_ceiling(0.33, 2) < rankcheck.truth_ceiling(0.33, 4) < 1
+    with pytest.raises(ValueError, match="seeds"):
+        rankcheck.truth_ceiling(0.5, 0)

@@ -319,9 +319,27 @@ def _last_if_not_finite(scores: np.ndarray) -> np.ndarray:
     return np.where(finite, scores, floor)
 
 
+def truth_ceiling(self_tau: float, seeds: int) -> float:
+    """The Kendall tau a perfect ranking is expected to reach against the mean of `seeds` trainings per network.
+
+    Each training is the network's true accuracy plus independent noise, both taken as Gaussian. Then
+    Kendall tau and Pearson's r of two seeds are related by tau = 2/pi arcsin(r) (Greiner), the mean of
+    `seeds` trainings has reliability S r / (1 + (S - 1) r) (Spearman-Brown), and the true accuracies
+    correlate with that mean at the square root of it. No ranking is expected to beat this against
+    the rank check's truth, however good: a gap between two rankings larger than the room left under
+    it cannot be measured.
+    """
+    if seeds < 1:
+        raise ValueError(f"seeds must be at least 1, got {seeds}")
+    r = np.sin(np.pi * min(max(self_tau, 0.0), 1.0) / 2)
+    reliability = seeds * r / (1 + (seeds - 1) * r) if r > 0 else 0.0
+    return float(2 / np.pi * np.arcsin(np.sqrt(reliability)))
+
+
 def rank_report(table: pd.DataFrame, resamples: int, seed: int, rankers: Iterable[str] = RANKERS) -> dict[str, float]:
     """For every ranker against the truth (the mean over seeds): Kendall tau with its bootstrap 95% interval,
-    Spearman rho, precision at the top 10% and top-1 regret; and the truth's agreement with itself across seeds."""
+    Spearman rho, precision at the top 10% and top-1 regret; the truth's agreement with itself across seeds
+    and the tau a perfect ranking is expected to reach against it (`truth_ceiling`)."""
     truth = table[TRUTH].to_numpy()
     report: dict[str, float] = {"networks": len(table)}
     if {f"{TRUTH}_seed0", f"{TRUTH}_seed1"} <= set(table.columns):
@@ -330,6 +348,8 @@ def rank_report(table: pd.DataFrame, resamples: int, seed: int, rankers: Iterabl
         report["truth.self_kendall_tau"] = kendall_tau(first, second)
         report["truth.self_kendall_tau_low"] = low
         report["truth.self_kendall_tau_high"] = high
+        seeds = sum(str(c).startswith(f"{TRUTH}_seed") for c in table.columns)
+        report["truth.ceiling_kendall_tau"] = truth_ceiling(report["truth.self_kendall_tau"], seeds)
     for column in rankers:
         scores = _last_if_not_finite(table[column].to_numpy(dtype=float))
         low, high = bootstrap_kendall_tau(scores, truth, resamples, seed)
