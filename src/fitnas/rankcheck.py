@@ -326,8 +326,8 @@ def truth_ceiling(self_tau: float, seeds: int) -> float:
     Kendall tau and Pearson's r of two seeds are related by tau = 2/pi arcsin(r) (Greiner), the mean of
     `seeds` trainings has reliability S r / (1 + (S - 1) r) (Spearman-Brown), and the true accuracies
     correlate with that mean at the square root of it. No ranking is expected to beat this against
-    the rank check's truth, however good: a gap between two rankings larger than the room left under
-    it cannot be measured.
+    the rank check's truth, however good: a lead over a ranking larger than the room between that
+    ranking and the ceiling cannot be measured.
     """
     if seeds < 1:
         raise ValueError(f"seeds must be at least 1, got {seeds}")
