@@ -59,9 +59,9 @@ def main() -> None:
     space, cfg = spaces.get(p.space), p.rankcheck
     train, val = splits.load_split(TRAIN), splits.load_split(VAL)
     shape = space.network_shape(p.supernet, in_channels=train.images.shape[1], num_classes=len(train.classes))
-    # The truth's images (rankcheck.subset's draw) and the rest of the training split.
-    order = splits._stratified_order(train.labels.numpy(), np.random.default_rng(p.seed))
-    used, rest = (np.sort(order[: cfg.train_limit]), np.sort(order[cfg.train_limit:])) if cfg.train_limit else (order, order[:0])
+    # The truth's images (the draw of rankcheck.truth_results) and the rest of the training split.
+    used = splits.subset_indices(train, cfg.train_limit or len(train), p.seed)
+    rest = np.setdiff1d(np.arange(len(train)), used)
     part = lambda idx: splits.Split(train.images[idx], train.labels[idx], list(train.classes), train.mean, train.std)  # noqa: E731
     subset, unused = part(torch.from_numpy(used)), part(torch.from_numpy(rest))
     device = torch.device("cpu")

@@ -148,14 +148,21 @@ def load_split(path: str | Path) -> Split:
     return Split(images=images, labels=labels, classes=[str(c) for c in classes], mean=tuple(mean), std=tuple(std))
 
 
-def subset(split: Split, n: int, seed: int) -> Split:
-    """A seeded, class-balanced subset of n samples (the whole split if n >= its size)."""
+def subset_indices(split: Split, n: int, seed: int) -> np.ndarray:
+    """The sorted indices of `subset(split, n, seed)`: a seeded, class-balanced draw of n (every index if n >= the size)."""
     if n <= 0:
         raise DataError(f"subset size must be positive, got {n}")
     if n >= len(split):
+        return np.arange(len(split))
+    return np.sort(_stratified_order(split.labels.numpy(), np.random.default_rng(seed))[:n])
+
+
+def subset(split: Split, n: int, seed: int) -> Split:
+    """A seeded, class-balanced subset of n samples (the whole split if n >= its size)."""
+    idx = subset_indices(split, n, seed)
+    if len(idx) == len(split):
         return split
-    order = _stratified_order(split.labels.numpy(), np.random.default_rng(seed))
-    idx = torch.from_numpy(np.sort(order[:n]))
+    idx = torch.from_numpy(idx)
     return Split(split.images[idx], split.labels[idx], list(split.classes), split.mean, split.std)
 
 
