@@ -13,6 +13,8 @@ so far, so a journal of partial runs is still a measurement.
 
     python bench/truth_recipe.py                      # the recipe of params.yaml
     python bench/truth_recipe.py --epochs 4 --train-limit 54000
+    python bench/truth_recipe.py --archs 24 --common-init          # common random numbers (bench/common_init.py)
+    torchrun --nproc_per_node 2 bench/truth_recipe.py --archs 24   # the trainings shared by 2 processes
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ import argparse
 import json
 import os
 import random
+import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from fitnas import config, spaces
+from fitnas import config, distributed, spaces
 from fitnas.data.splits import load_split
 from fitnas.metrics import bootstrap_kendall_tau, kendall_tau
 from fitnas.pipeline import ANCHORS, TRAIN, TRUTH_TABLE, VAL, read_anchors
@@ -46,6 +49,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--train-limit", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)
+    parser.add_argument("--common-init", action="store_true",
+                        help="every network of a seed starts from the same weights where it can (bench/common_init.py)")
     parser.add_argument("--no-train", action="store_true",
                         help="train nothing: report on the networks the table already holds every seed of")
     args = parser.parse_args(argv)
@@ -57,6 +62,11 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(p.threads)
     seed_everything(p.seed)
     space = spaces.get(p.space)
+    if args.common_init:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from common_init import CommonInit  # beside this script; its file is part of the truth's key
+
+        space = CommonInit(space)
     archs = space.enumerate()
     if archs is None:
         raise SystemExit(f"space {p.space.name!r} cannot be listed whole; this bench draws from a tabulated space")
@@ -73,14 +83,18 @@ def main(argv: list[str] | None = None) -> dict:
         done = read_truth(TRUTH_TABLE, key)
         picked = picked[[all((arch, s) in done for s in range(p.rankcheck.seeds)) for arch in picked.arch]]
     start = time.time()
-    trained, had = truth_results(p, space, shape, list(picked.arch), torch.device("cpu"), TRUTH_TABLE, train, val, key)
+    with distributed.session(p.distributed, "cpu") as world:
+        trained, had = truth_results(p, space, shape, list(picked.arch), world.device, TRUTH_TABLE, train, val, key, world)
+    if not world.is_main:
+        return {}
     table = mean_over_seeds(trained)
     first, second = table[f"{TRUTH}_seed0"].to_numpy(), table[f"{TRUTH}_seed1"].to_numpy()
     low, high = bootstrap_kendall_tau(first, second, p.rankcheck.bootstrap, p.seed)
     # Validation loss is continuous where accuracy counts images: is it the steadier truth?
     losses = trained.pivot(index="arch", columns="seed", values="standalone_loss").loc[table.arch]
     row = {
-        "key": key, "recipe": p.rankcheck.model_dump(), "threads": p.threads, "networks": len(table),
+        "key": key, "recipe": p.rankcheck.model_dump(), "common_init": args.common_init, "threads": p.threads,
+        "processes": world.size, "networks": len(table),
         "self_kendall_tau": kendall_tau(first, second), "low": low, "high": high,
         "mean_abs_diff": float(abs(first - second).mean()),
         "self_kendall_tau_loss": kendall_tau(-losses[0].to_numpy(), -losses[1].to_numpy()),

@@ -58,3 +58,30 @@ def test_truth_recipe_bench_every_option(tmp_path, monkeypatch):
     assert again["trained_now"] == 0 and again["self_kendall_tau"] == row["self_kendall_tau"]
     lines = [json.loads(line) for line in journal.read_text().splitlines()]
     assert len(lines) == 2 and lines[0]["key"] == lines[1]["key"]
+
+
+def test_common_init_shares_weights_within_a_seed_only():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from common_init import CommonInit
+
+    from fitnas.spaces import nb201
+
+    space = CommonInit(nb201.SPACE)
+    shape = nb201.NetworkShape(channels=4, cells=1, in_channels=1, num_classes=10)
+    first, second = nb201.sample(2, random.Random(3))
+    assert first != second
+    nets = {}
+    for arch, seed in ((first, 0), (second, 0), (first, 1)):
+        torch.manual_seed(seed)
+        nets[arch, seed] = space.build(arch, shape)
+    a, b, c = nets[first, 0], nets[second, 0], nets[first, 1]
+    # Two networks of one seed: the same stem and classifier; another seed: other weights.
+    assert torch.equal(a.classifier.weight, b.classifier.weight) and torch.equal(a.stem[0].weight, b.stem[0].weight)
+    assert not torch.equal(a.classifier.weight, c.classifier.weight)
+    # Drawn as the layer's own initialisation draws (kaiming uniform): the same bound.
+    bound = 1 / a.classifier.weight.shape[1] ** 0.5
+    assert a.classifier.weight.abs().max() <= bound
+    # Everything else is the space's.
+    assert space.canonical(first) == nb201.SPACE.canonical(first)
