@@ -5,7 +5,9 @@ and fits the predictor again per seed and K with VARIANT: `hinge1.0` (the fine-t
 weight 1.0 instead of the pipeline's 0.25; the truth-only network keeps 0.25), `members6` (six
 fine-tuned members, two per pre-trained network; `members3` is the default fit) or `cvmembers3` (the
 cross-validation's out-of-fold values from three members per fold, as many as the final fit averages,
-instead of one). With DUMP it saves the components as the benchmark does, for
+instead of one) or `rehearseL` (the every-weight fine-tuning keeps fitting the low fidelity through a second
+readout head, weighted L against the truths: rehearsal against forgetting what the 1,000 cells taught;
+`rehearseL@LR` at another learning rate). With DUMP it saves the components as the benchmark does, for
 bench/multifidelity_weightings.py. SEEDS (environment, default 0,1,2,3,4) picks the seeds; a seed
 whose low-fidelity GCN is not in the cache is pre-trained first, as the benchmark does.
 
@@ -22,7 +24,7 @@ from fitnas.predictors import load_gcn
 from fitnas.config import Predictor as PS
 from fitnas.spaces import nb201
 
-if len(sys.argv) < 4 or not sys.argv[1].startswith(("hinge", "members", "cvmembers")):
+if len(sys.argv) < 4 or not sys.argv[1].startswith(("hinge", "members", "cvmembers", "rehearse")):
     sys.exit(__doc__)
 variant, ks, out = sys.argv[1], [int(k) for k in sys.argv[2].split(",")], sys.argv[3]
 torch.set_num_threads(1)
@@ -31,9 +33,20 @@ B._load(sys.argv[5] if len(sys.argv) > 5 else "../shared/data/nb201/cifar10.csv"
 W = B._W
 synflow = B.read_synflow(B.Path(out) / "multifidelity.synflow.csv", [16, 1, 8])
 
+def features(model, graphs):
+    """GCNModel.forward up to its head: the readout's inputs."""
+    mask = graphs.mask.unsqueeze(-1)
+    x = model.embed(graphs.x) * mask
+    for layer in model.layers:
+        x = layer(x, graphs.adj, graphs.mask)
+    mean = x.sum(1) / mask.sum(1)
+    return torch.cat([mean, x[torch.arange(len(x)), graphs.output], graphs.paths], dim=1)
+
 class V(MultiFidelityPredictor):
     tune_hinge = None
     cv_members = 1
+    rehearse = 0.0  # weight of the low-fidelity loss while every weight fine-tunes
+    low_graphs = low_targets = None
     def _start(self, name, member):
         if name == TRUTH:
             return super()._start(name, member)
@@ -47,6 +60,8 @@ class V(MultiFidelityPredictor):
             return runs[0][0], [sum(outs) / len(runs) for outs in zip(*(r[1] for r in runs))]
         return self._train_one(name, member, graphs, targets, checkpoints, probe)
     def _train_one(self, name, member, graphs, targets, checkpoints, probe=None):
+        if self.rehearse and name != TRUTH and self._split(name)[1] == "all":
+            return self._train_rehearse(name, member, graphs, targets, checkpoints, probe)
         if self.tune_hinge is None or name == TRUTH:
             return super()._train(name, member, graphs, targets, checkpoints, probe)
         old = self.gcn["hinge_weight"]; self.gcn["hinge_weight"] = self.tune_hinge
@@ -54,6 +69,31 @@ class V(MultiFidelityPredictor):
             return super()._train(name, member, graphs, targets, checkpoints, probe)
         finally:
             self.gcn["hinge_weight"] = old
+
+    def _train_rehearse(self, name, member, graphs, targets, checkpoints, probe=None):
+        import copy
+        model = self._start(name, member)
+        low_head = copy.deepcopy(model.head)  # the expert's own readout keeps predicting the low fidelity
+        params = list(model.parameters()) + list(low_head.parameters())
+        opt = torch.optim.Adam(params, lr=self.tune_lr["all"], weight_decay=self.gcn["weight_decay"])
+        shuffle = torch.Generator().manual_seed(self.seed * 1000 + member)
+        outputs, batch, h = [], self.gcn["batch_size"], self.gcn["hinge_weight"]
+        for epoch in range(1, max(checkpoints) + 1):
+            model.train(); low_head.train()
+            order = torch.randperm(len(targets), generator=shuffle)
+            for start in range(0, len(targets), batch):
+                chosen = order[start:start + batch]
+                rehearsed = torch.randint(len(self.low_targets), (batch,), generator=shuffle)
+                loss = ranking_loss(model(graphs[chosen]), targets[chosen], h)
+                low_out = low_head(features(model, self.low_graphs[rehearsed])).squeeze(-1)
+                loss = loss + self.rehearse * ranking_loss(low_out, self.low_targets[rehearsed], h)
+                opt.zero_grad(); loss.backward(); opt.step()
+            if probe is not None and epoch in checkpoints:
+                model.eval()
+                with torch.no_grad():
+                    outputs.append(model(probe).numpy())
+        model.eval()
+        return model, outputs
 
 res = {}
 seeds = [int(s) for s in os.environ.get("SEEDS", "0,1,2,3,4").split(",")]
@@ -77,6 +117,14 @@ for seed in seeds:
         if variant.startswith("cvmembers"):
             mf.cv_members = int(variant[9:])
         low = (list(archs[i] for i in low_idx), W["low"][low_idx])
+        if variant.startswith("rehearse"):
+            from fitnas.predictors.base import RankNormalizer
+            weight, _, lr = variant[8:].partition("@")
+            mf.rehearse = float(weight)
+            if lr:
+                mf.tune_lr["all"] = float(lr)
+            mf.low_graphs = mf._graphs([nb201.canonical(a) for a in low[0]])
+            mf.low_targets = torch.tensor(RankNormalizer().fit(low[1]).transform(low[1]), dtype=torch.float32)
         mf.use_expert(B.LOW, expert, *low)
         free = {"params": W["params_fn"], "flops": W["flops_fn"],
                 "synflow": lambda a: synflow[nb201.to_str(nb201.canonical(a))]}
