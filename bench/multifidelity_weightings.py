@@ -5,7 +5,9 @@ K truths and its quantiles on every cell (DIR/multifidelity.cache/k{seed}_{K}.np
 them without re-fitting anything: a fixed equal mix of the head and all fine-tunings, the mix as one
 column stacked with the free signals or params, weights averaged over 20 bootstrap resamples
 of the K truths ("bag20"), and non-negative least squares of the truths' ranks on the components'
-out-of-fold ranks ("nnls", Breiman's stacked regression, instead of the grid's best Kendall tau).
+out-of-fold ranks ("nnls", Breiman's stacked regression, instead of the grid's best Kendall tau),
+"auto", the mix unless the stack, its weights chosen inside the cross-validation (nested), ranks
+the truths better, and "mix_or_free", the same with the mix stacked with the free signals only.
 Every weight is still chosen on the K truths only. Re-weighing is exact: the "multifidelity" row
 recomputed here equals the benchmark's.
 
@@ -21,7 +23,8 @@ import pandas as pd
 
 from fitnas.metrics import kendall_tau
 from fitnas.predictors.base import RankNormalizer
-from fitnas.predictors.multifidelity import _ranks01, simplex_weights
+from fitnas.predictors.multifidelity import MultiFidelityPredictor, _ranks01, simplex_weights
+from fitnas.spaces import nb201
 
 HEAD, ALL, TRUTH = "val12:head", "val12:all", "truth"
 
@@ -44,7 +47,26 @@ def nnls_weights(cols: np.ndarray, y: np.ndarray) -> np.ndarray:
     return w / w.sum()
 
 
-def weigh(path: str, truth: np.ndarray) -> tuple[tuple[int, int], dict[str, float]]:
+def nested_kendall_tau(columns: np.ndarray, y: np.ndarray, fold: np.ndarray) -> float:
+    """Kendall tau of the stack when its weights never see the truths they are judged on.
+
+    `columns` are out-of-fold values [n, components]. For each fold the weights are chosen
+    (`simplex_weights`) on the other folds' values and applied to this fold's ranks; the pieces, put
+    together, are judged against y. The grid's best tau on all n values is a maximum over the grid,
+    an optimistic figure; this one is not, so it can be set against a fusion that chooses nothing.
+    """
+    ranks = np.column_stack([_ranks01(c) for c in columns.T])
+    out = np.zeros(len(y))
+    for f in np.unique(fold):
+        train, held = fold != f, fold == f
+        if train.sum() < 2:
+            return -np.inf
+        w, _ = simplex_weights(columns[train], y[train])
+        out[held] = ranks[held] @ w
+    return float(kendall_tau(out, y))
+
+
+def weigh(path: str, truth: np.ndarray, keys: list) -> tuple[tuple[int, int], dict[str, float]]:
     """(seed, K) of one saved fit and the Kendall tau over every cell of each weighting of it."""
     d = np.load(path)
     names = list(d["names"])
@@ -71,8 +93,19 @@ def weigh(path: str, truth: np.ndarray) -> tuple[tuple[int, int], dict[str, floa
         w = bagged(X, y, bags, seed) if bags else simplex_weights(X, y)[0]
         return {HEAD: w[0] / 2, ALL: w[0] / 2, **dict(zip(ns, w[1:]))}
 
+    # "auto": the mix or the stack, the stack's weights chosen inside the
+    # cross-validation (nested), so its tau is as honest as the mix's, which chooses nothing.
+    fold = MultiFidelityPredictor(nb201, seed=seed)._fold_ids([keys[i] for i in d["k_idx"]])  # the fit's own folds
+    mix_tau = kendall_tau(oof_mix, y)
+    auto = cv(names) if nested_kendall_tau(oof, y, fold) > mix_tau else {HEAD: .5, ALL: .5}
+    # "mix_or_free": the same choice between the mix and the mix stacked with the free signals only
+    with_free = np.column_stack([oof_mix] + [oof[:, col[n]] for n in free])
+    mix_or_free = cv_mix(free) if nested_kendall_tau(with_free, y, fold) > mix_tau else {HEAD: .5, ALL: .5}
+
     return (seed, k), {
         "multifidelity": score(cv(names)),  # the benchmark's own row, recomputed: a check
+        "auto": score(auto),
+        "mix_or_free": score(mix_or_free),
         "finetune": score(cv([HEAD, ALL])),
         "mix": score({HEAD: .5, ALL: .5}),
         "mix_truth_free": score(cv_mix([TRUTH] + free)),
@@ -89,8 +122,10 @@ def weigh(path: str, truth: np.ndarray) -> tuple[tuple[int, int], dict[str, floa
 def main(argv: list[str]) -> dict[tuple[int, int], dict[str, float]]:
     if len(argv) != 2:
         sys.exit(__doc__)
-    truth = pd.read_csv(argv[1]).test_acc_200ep.to_numpy(float)
-    results = dict(weigh(f, truth) for f in sorted(glob.glob(argv[0] + "/k*_*.npz")))
+    table = pd.read_csv(argv[1])
+    truth = table.test_acc_200ep.to_numpy(float)
+    keys = [nb201.canonical(nb201.parse(a)) for a in table.arch_str]
+    results = dict(weigh(f, truth, keys) for f in sorted(glob.glob(argv[0] + "/k*_*.npz")))
     for (seed, k), taus in sorted(results.items()):
         print(seed, k, " ".join(f"{m} {v:.3f}" for m, v in taus.items()), flush=True)
     print()

@@ -113,3 +113,23 @@ def test_a_table_without_the_low_fidelity_is_a_clear_error(tmp_path):
         bench.load_table(str(path))
     with pytest.raises(SystemExit, match="cannot read"):
         bench.load_table(str(tmp_path / "missing.csv"))
+
+
+def test_nested_tau_is_honest_where_the_grids_best_is_optimistic():
+    from fitnas.predictors.multifidelity import simplex_weights
+
+    spec = importlib.util.spec_from_file_location("bench_weightings", ROOT / "bench" / "multifidelity_weightings.py")
+    weightings = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(weightings)
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=25)
+    fold = np.arange(25) % 5
+    # Pure noise: the grid's best weights on 25 values find a tau that is not there; chosen without
+    # the values they are judged on, they find about none (means over 20 draws).
+    draws = [rng.normal(size=(25, 4)) for _ in range(20)]
+    best = np.mean([simplex_weights(noise, y)[1] for noise in draws])
+    nested = np.mean([weightings.nested_kendall_tau(noise, y, fold) for noise in draws])
+    assert best > 0.2 and abs(nested) < 0.1, (best, nested)
+    # One informative column is chosen inside every fold: the nested tau is about its own.
+    informative = np.column_stack([draws[0][:, :2], y + 0.3 * rng.normal(size=25)])
+    assert weightings.nested_kendall_tau(informative, y, fold) > 0.6
