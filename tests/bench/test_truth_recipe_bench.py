@@ -59,6 +59,13 @@ def test_truth_recipe_bench_every_option(tmp_path, monkeypatch):
     lines = [json.loads(line) for line in journal.read_text().splitlines()]
     assert len(lines) == 2 and lines[0]["key"] == lines[1]["key"]
 
+    # Common starts are another recipe: their own key, every network trained again beside the first.
+    common = bench.main(["--archs", "4", "--epochs", "1", "--train-limit", "100", "--batch-size", "50", "--lr", "0.05",
+                         "--journal", str(journal), "--common-init"])
+    assert common["key"] != row["key"] and common["trained_now"] == 8 and common["common_init"]
+    truth = pd.read_csv("results/truth.csv", dtype={"key": str})
+    assert len(truth) == 16 and set(truth.key) == {row["key"], common["key"]}
+
 
 def test_common_init_shares_weights_within_a_seed_only():
     import sys
